@@ -1,0 +1,61 @@
+"""The `valuemail` command line."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from .config import load_settings
+from .errors import InvalidFile, ValuemailError
+from .runtime import Runtime
+
+#: Modules under engine.commands that each define `register(group)`.
+COMMAND_MODULES = ("database",)
+
+
+class ValuemailGroup(click.Group):
+    """Turns our own exceptions into a clear message and exit code instead of a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except InvalidFile as exc:
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+            sys.exit(1)
+        except ValuemailError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=ValuemailGroup)
+@click.option("--config", "config_path", envvar="VALUEMAIL_CONFIG", type=click.Path(dir_okay=False),
+              help="Settings file (default ./config.toml).")
+@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+    """Valuemail: email-newsletter value campaigns."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    ctx.ensure_object(dict)
+
+    def build() -> Runtime:
+        return Runtime(settings=load_settings(config_path))
+
+    ctx.obj["build_runtime"] = build
+
+
+def get_runtime(ctx: click.Context) -> Runtime:
+    """The process's Runtime, built on first use so `--help` never touches the database."""
+    root = ctx.find_root()
+    if "runtime" not in root.obj:
+        root.obj["runtime"] = root.obj["build_runtime"]()
+        root.call_on_close(root.obj["runtime"].close)
+    return root.obj["runtime"]
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"engine.commands.{_name}").register(main)

@@ -1,0 +1,221 @@
+"""The data model: contacts, orders, events, campaigns, runs, the delivery ledger, suppressions."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, Optional
+
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from .db import UTCDateTime
+
+# Integer primary keys that are BIGINT on PostgreSQL and the rowid alias on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+class ContactStatus(str, enum.Enum):
+    subscribed = "subscribed"
+    unsubscribed = "unsubscribed"
+
+
+class OrderStatus(str, enum.Enum):
+    placed = "placed"
+    paid = "paid"
+    shipped = "shipped"
+    delivered = "delivered"
+    returned = "returned"
+    cancelled = "cancelled"
+
+
+#: Orders in these states do not count towards spend or LTV.
+VOID_ORDER_STATUSES = (OrderStatus.returned.value, OrderStatus.cancelled.value)
+
+
+class RunStatus(str, enum.Enum):
+    populating = "populating"  # the ledger is being filled from the segments
+    sending = "sending"
+    paused = "paused"
+    finished = "finished"
+    cancelled = "cancelled"
+
+
+#: Runs whose deliveries workers may still claim or that may still be resumed.
+OPEN_RUN_STATUSES = (RunStatus.populating.value, RunStatus.sending.value)
+
+
+class DeliveryStatus(str, enum.Enum):
+    queued = "queued"  # waiting to be claimed (again, after a temporary failure)
+    claimed = "claimed"  # a worker holds it; sent at most once unless that worker dies
+    sent = "sent"  # the provider accepted it
+    failed = "failed"  # permanent failure, or temporary failures past max_attempts
+    skipped = "skipped"  # not sent: unsubscribed or suppressed after the run began
+
+
+class SuppressionReason(str, enum.Enum):
+    unsubscribe = "unsubscribe"
+    hard_bounce = "hard_bounce"
+    complaint = "complaint"
+    manual = "manual"
+    erased = "erased"
+
+
+class Contact(SQLModel, table=True):
+    __tablename__ = "contacts"
+
+    id: Optional[int] = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    email: str = Field(sa_column=Column(String(320), nullable=False))
+    email_key: str = Field(sa_column=Column(String(320), nullable=False, unique=True))  # lower-cased
+    first_name: str = Field(default="", sa_column=Column(String(200), nullable=False, server_default=""))
+    last_name: str = Field(default="", sa_column=Column(String(200), nullable=False, server_default=""))
+    country: Optional[str] = Field(default=None, sa_column=Column(String(2), index=True))
+    language: Optional[str] = Field(default=None, sa_column=Column(String(2), index=True))
+    timezone: Optional[str] = Field(default=None, sa_column=Column(String(64)))
+    status: str = Field(default=ContactStatus.subscribed.value, sa_column=Column(String(16), nullable=False))
+    attributes: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: Optional[datetime] = _ts(nullable=False)
+    updated_at: Optional[datetime] = _ts(nullable=False)
+
+
+class ContactTag(SQLModel, table=True):
+    __tablename__ = "contact_tags"
+
+    contact_id: int = Field(sa_column=Column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True))
+    tag: str = Field(sa_column=Column(String(100), primary_key=True))
+
+    __table_args__ = (Index("ix_contact_tags_tag", "tag"),)
+
+
+class Order(SQLModel, table=True):
+    __tablename__ = "orders"
+
+    id: Optional[int] = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    order_id: str = Field(sa_column=Column(String(100), nullable=False, unique=True))
+    contact_id: int = Field(sa_column=Column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False))
+    placed_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    total_cents: int = Field(sa_column=Column(BigInteger, nullable=False))
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    margin: Optional[float] = Field(default=None)
+    status: str = Field(default=OrderStatus.placed.value, sa_column=Column(String(16), nullable=False))
+    updated_at: Optional[datetime] = _ts(nullable=False)
+
+    __table_args__ = (Index("ix_orders_contact_placed", "contact_id", "placed_at"),)
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "events"
+
+    id: Optional[int] = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    contact_id: int = Field(sa_column=Column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False))
+    type: str = Field(sa_column=Column(String(100), nullable=False))
+    occurred_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    data: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+    __table_args__ = (
+        UniqueConstraint("contact_id", "type", "occurred_at", name="uq_events_natural"),
+        Index("ix_events_type_occurred", "type", "occurred_at"),
+    )
+
+
+class Campaign(SQLModel, table=True):
+    __tablename__ = "campaigns"
+
+    id: str = Field(sa_column=Column(String(200), primary_key=True))  # the file stem
+    name: str = Field(sa_column=Column(String(300), nullable=False))
+    kind: str = Field(sa_column=Column(String(40), nullable=False))
+    values: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    definition: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    source_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    synced_at: Optional[datetime] = _ts(nullable=False)
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "runs"
+
+    id: Optional[int] = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    campaign_id: str = Field(sa_column=Column(String(200), ForeignKey("campaigns.id"), nullable=False))
+    occurrence_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    status: str = Field(default=RunStatus.populating.value, sa_column=Column(String(16), nullable=False, index=True))
+    is_test: bool = Field(default=False)
+    definition: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # campaign as sent
+    populate_cursor: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    total: int = Field(default=0)
+    pause_reason: str = Field(default="", sa_column=Column(String(500), nullable=False, server_default=""))
+    created_at: Optional[datetime] = _ts(nullable=False)
+    started_at: Optional[datetime] = _ts()
+    finished_at: Optional[datetime] = _ts()
+
+    __table_args__ = (UniqueConstraint("campaign_id", "occurrence_at", name="uq_runs_occurrence"),)
+
+
+class Delivery(SQLModel, table=True):
+    """The ledger: one row per run and contact, claimed by workers, every outcome recorded."""
+
+    __tablename__ = "deliveries"
+
+    id: Optional[int] = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    run_id: int = Field(sa_column=Column(BigId, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False))
+    contact_id: int = Field(sa_column=Column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False))
+    email: str = Field(sa_column=Column(String(320), nullable=False))  # the address it went to
+    segment: str = Field(sa_column=Column(String(100), nullable=False))
+    status: str = Field(default=DeliveryStatus.queued.value, sa_column=Column(String(16), nullable=False))
+    attempts: int = Field(default=0)
+    claimed_by: Optional[str] = Field(default=None, sa_column=Column(String(64)))
+    claimed_at: Optional[datetime] = _ts()
+    next_attempt_at: Optional[datetime] = _ts()
+    message_id: Optional[str] = Field(default=None, sa_column=Column(String(255)))
+    provider: Optional[str] = Field(default=None, sa_column=Column(String(40)))
+    provider_message_id: Optional[str] = Field(default=None, sa_column=Column(String(255)))
+    last_error: Optional[str] = Field(default=None, sa_column=Column(String(1000)))
+    created_at: Optional[datetime] = _ts(nullable=False)
+    sent_at: Optional[datetime] = _ts()
+    updated_at: Optional[datetime] = _ts(nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "contact_id", name="uq_deliveries_run_contact"),
+        Index("ix_deliveries_run_status_id", "run_id", "status", "id"),
+        Index("ix_deliveries_contact", "contact_id"),
+        Index("ix_deliveries_claimed_by", "claimed_by"),
+    )
+
+
+class Suppression(SQLModel, table=True):
+    __tablename__ = "suppressions"
+
+    id: Optional[int] = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    email_key: str = Field(sa_column=Column(String(320), nullable=False, unique=True))
+    reason: str = Field(sa_column=Column(String(20), nullable=False))
+    note: str = Field(default="", sa_column=Column(String(500), nullable=False, server_default=""))
+    created_at: Optional[datetime] = _ts(nullable=False)
+
+
+class Coupon(SQLModel, table=True):
+    """A unique discount code issued to one contact for one campaign."""
+
+    __tablename__ = "coupons"
+
+    id: Optional[int] = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    code: str = Field(sa_column=Column(String(40), nullable=False, unique=True))
+    campaign_id: str = Field(sa_column=Column(String(200), ForeignKey("campaigns.id"), nullable=False))
+    contact_id: int = Field(sa_column=Column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False))
+    created_at: Optional[datetime] = _ts(nullable=False)
+    redeemed_at: Optional[datetime] = _ts()
+
+    __table_args__ = (UniqueConstraint("campaign_id", "contact_id", name="uq_coupons_campaign_contact"),)
+
+
+class Worker(SQLModel, table=True):
+    """A sending worker's heartbeat, so that claims of a dead worker can be taken back."""
+
+    __tablename__ = "workers"
+
+    id: str = Field(sa_column=Column(String(64), primary_key=True))
+    hostname: str = Field(sa_column=Column(String(255), nullable=False))
+    pid: int = Field(default=0)
+    started_at: Optional[datetime] = _ts(nullable=False)
+    heartbeat_at: Optional[datetime] = _ts(nullable=False)
