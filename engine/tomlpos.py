@@ -40,6 +40,12 @@ class TomlDocument:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise error.single(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        return cls.parse(path, text, error=error)
+
+    @classmethod
+    def parse(cls, path: str | Path, text: str, *, error: type[InvalidFile] = InvalidFile) -> "TomlDocument":
+        """Parse TOML `text` that came from `path` (a file or a copy stored with a run)."""
+        path = Path(path)
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:

@@ -21,7 +21,8 @@ def dotted(loc: tuple) -> str:
     return ".".join(parts)
 
 
-def _message(err: dict[str, Any], prefix: tuple) -> str:
+def describe(err: dict[str, Any], prefix: tuple = ()) -> str:
+    """A marketer-readable message for one pydantic error."""
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     key = dotted(prefix + loc)
     kind = err["type"]
@@ -43,7 +44,7 @@ def problems_from(exc: ValidationError, doc: TomlDocument, prefix: tuple = ()) -
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         line = doc.line_of(prefix + loc)
-        problems.append(Problem(str(doc.path), line, _message(err, prefix)))
+        problems.append(Problem(str(doc.path), line, describe(err, prefix)))
     return problems
 
 

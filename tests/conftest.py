@@ -80,16 +80,23 @@ def project(tmp_path) -> Path:
     return root
 
 
+def write_settings(project: Path, database_url: str, *, sending: dict | None = None, extra: str = ""):
+    """Write the test project's config.toml ([sending] from `sending`, other tables in `extra`) and load it."""
+    values = {"concurrency": 2, "batch_size": 50, "retry_base_seconds": 0, **(sending or {})}
+    config = project / "config.toml"
+    config.write_text(
+        f'[database]\nurl = "{database_url}"\n[sending]\n'
+        + "".join(f"{key} = {value!r}\n" for key, value in values.items()) + extra
+    )
+    return load_settings(config, env={}, secret_key="test-secret-key")
+
+
 @pytest.fixture
 def settings(project, database_url, monkeypatch):
     """Settings for a test project on the parametrised database, with outbox under its var/."""
     monkeypatch.delenv("VALUEMAIL_CONFIG", raising=False)
-    config = project / "config.toml"
-    config.write_text(
-        f'[database]\nurl = "{database_url}"\n'
-        '[sending]\nconcurrency = 2\nbatch_size = 50\nretry_base_seconds = 0\n'
-    )
-    return load_settings(config, env={}, secret_key="test-secret-key")
+    monkeypatch.setenv("VALUEMAIL_SECRET_KEY", "test-secret-key")
+    return write_settings(project, database_url)
 
 
 @pytest.fixture

@@ -1,0 +1,149 @@
+"""seasonal_discount: a discount tied to a date window, the order amount or the customer's spend."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from decimal import Decimal
+from typing import Any, ClassVar, Optional
+
+import pycountry
+from pydantic import Field, field_validator, model_validator
+
+from .base import Recipient, SectionModel
+
+_SHARED_CODE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{2,39}$")
+
+
+def _parse_date(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a date such as 2027-04-03") from None
+    return value
+
+
+class Tier(SectionModel):
+    """A discount level reached by spending at least `min_spend` over the spend period."""
+
+    min_spend: float = Field(ge=0)
+    name: str = ""
+    percent: Optional[int] = Field(default=None, ge=1, le=100)
+    amount: Optional[float] = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_discount(self):
+        if (self.percent is None) == (self.amount is None):
+            raise ValueError("a tier needs exactly one of percent or amount")
+        return self
+
+
+class Product(SectionModel):
+    name: str
+    url: str
+    image_url: str = ""
+    price: Optional[float] = None
+
+
+class Offer(SectionModel):
+    """The `[offer]` section of a seasonal_discount campaign."""
+
+    percent: Optional[int] = Field(default=None, ge=1, le=100)
+    amount: Optional[float] = Field(default=None, gt=0)
+    currency: str = "EUR"
+    min_order: Optional[float] = Field(default=None, ge=0)
+    valid_from: Optional[date] = None
+    valid_until: date
+    code: str = Field(description='"unique", or a shared code such as "SPRING15"')
+    code_prefix: str = ""
+    headline: str = ""
+    url: str = ""
+    tiers: list[Tier] = []
+    spend_period_days: int = Field(default=365, ge=1)
+    products: list[Product] = []
+
+    _parse_dates = field_validator("valid_from", "valid_until", mode="before")(_parse_date)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        if pycountry.currencies.get(alpha_3=value.upper()) is None:
+            raise ValueError(f"unknown ISO 4217 currency {value!r}")
+        return value.upper()
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, value: str) -> str:
+        if value != "unique" and not _SHARED_CODE.match(value):
+            raise ValueError(f'must be "unique" or a shared code of 3-40 capitals, digits, - or _ (got {value!r})')
+        return value
+
+    @field_validator("code_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Z0-9]{1,10}", value):
+            raise ValueError("must be 1-10 capitals or digits")
+        return value
+
+    @model_validator(mode="after")
+    def _discount(self):
+        if self.percent is not None and self.amount is not None:
+            raise ValueError("give percent or amount, not both")
+        if self.percent is None and self.amount is None and not self.tiers:
+            raise ValueError("give percent, amount, or tiers")
+        if self.valid_from and self.valid_from > self.valid_until:
+            raise ValueError(f"valid_from {self.valid_from} is after valid_until {self.valid_until}")
+        spends = [t.min_spend for t in self.tiers]
+        if len(set(spends)) != len(spends):
+            raise ValueError("two tiers have the same min_spend")
+        return self
+
+
+class SeasonalDiscount:
+    """Discounts with a validity window, a minimum order, shared or unique codes and spend tiers."""
+
+    name: ClassVar[str] = "seasonal_discount"
+    section_key: ClassVar[str] = "offer"
+    section_model: ClassVar[type[SectionModel]] = Offer
+
+    def check(self, section: Offer, *, today: date) -> list[tuple[tuple, str]]:
+        problems = []
+        if section.valid_until < today:
+            problems.append((("valid_until",), f"the offer ended on {section.valid_until} (today is {today})"))
+        return problems
+
+    def spend_period_days(self, section: Offer) -> int | None:
+        return section.spend_period_days if section.tiers else None
+
+    def needs_unique_coupon(self, section: Offer) -> bool:
+        return section.code == "unique"
+
+    def pick_tier(self, section: Offer, spend: Decimal) -> Tier | None:
+        """The richest tier the customer's spend reaches, if any."""
+        reached = [t for t in section.tiers if Decimal(str(t.min_spend)) <= spend]
+        return max(reached, key=lambda t: t.min_spend) if reached else None
+
+    def context(self, section: Offer, recipient: Recipient) -> dict[str, Any]:
+        tier = self.pick_tier(section, recipient.spend)
+        percent, amount = section.percent, section.amount
+        if tier is not None:
+            percent, amount = tier.percent, tier.amount
+        code = recipient.coupon if section.code == "unique" else section.code
+        return {
+            "offer": {
+                "percent": percent,
+                "amount": amount,
+                "currency": section.currency,
+                "min_order": section.min_order,
+                "valid_from": section.valid_from.isoformat() if section.valid_from else None,
+                "valid_until": section.valid_until.isoformat(),
+                "code": code or "",
+                "tier": (tier.name or f"{tier.min_spend:g}+") if tier else None,
+                "headline": section.headline or None,
+                "products": [p.model_dump() for p in section.products],
+            }
+        }
+
+    def sample_recipient_extra(self, section: Offer) -> dict[str, Any]:
+        return {}

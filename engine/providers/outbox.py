@@ -1,0 +1,42 @@
+"""The `outbox` provider: every message becomes an .eml file (the local default)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ..config import OutboxSettings
+from .base import OutgoingMessage, ProviderContext, SendResult
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@-]")
+
+
+class OutboxProvider:
+    """Writes `<outbox>/<message-id>.eml` atomically, so a crash never leaves half a file."""
+
+    name = "outbox"
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    @classmethod
+    def from_settings(cls, settings: OutboxSettings, *, context: ProviderContext) -> "OutboxProvider":
+        """Build from `[provider.outbox]`; the default directory is var/outbox."""
+        return cls(Path(settings.directory) if settings.directory else Path(context.var_dir) / "outbox")
+
+    def send(self, message: OutgoingMessage) -> SendResult:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stem = _UNSAFE.sub("_", message.message_id.strip("<>"))
+        final = self.directory / f"{stem}.eml"
+        partial = self.directory / f".{stem}.{os.getpid()}.tmp"
+        try:
+            with open(partial, "wb") as fh:
+                fh.write(message.data)
+            os.replace(partial, final)
+        except OSError as exc:
+            return SendResult.temporary(f"cannot write {final}: {exc.strerror}")
+        return SendResult.ok(final.name)
+
+    def close(self) -> None:
+        pass

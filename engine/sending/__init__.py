@@ -1,0 +1,1 @@
+"""Sending: the delivery ledger, composing messages, the worker threads and the send service."""

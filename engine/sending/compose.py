@@ -1,0 +1,108 @@
+"""Compose one run's messages: templates compiled once per variant, rendered per recipient."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..campaigns import CampaignDefinition
+from ..campaigns.kinds import Recipient
+from ..config import Settings
+from ..providers import OutgoingMessage
+from ..tokens import TokenSigner, recipient_links
+
+
+@dataclass(frozen=True)
+class ContactData:
+    """The contact fields a template may use, loaded per claimed batch."""
+
+    id: int
+    email: str
+    first_name: str
+    last_name: str
+    country: str | None
+    language: str | None
+    timezone: str | None
+    attributes: dict
+
+    def as_context(self, *, ltv: float, orders_count: int) -> dict[str, Any]:
+        return {"email": self.email, "first_name": self.first_name, "last_name": self.last_name,
+                "country": self.country, "language": self.language, "timezone": self.timezone,
+                "attributes": dict(self.attributes or {}), "ltv": round(ltv, 2), "orders_count": orders_count}
+
+
+class Composer:
+    """Turns (delivery, contact, recipient data) into a ready-to-send message for one run."""
+
+    def __init__(self, *, campaign: CampaignDefinition, run_id: int, settings: Settings, renderer, signer: TokenSigner,
+                 test: bool = False):
+        from ..mime import MessageFactory
+
+        self.campaign = campaign
+        self.run_id = run_id
+        self.settings = settings
+        self.signer = signer
+        self.test = test
+        sender = settings.sender
+        self.domain = sender.from_email.rsplit("@", 1)[-1]
+        self._secret = settings.secret_key.encode()
+        self._compiled = {
+            segment: renderer.compile(variant.template, subject=variant.subject, variant=f"{campaign.id}:{segment}")
+            for segment, variant in campaign.variants.items()
+        }
+        self._factory = MessageFactory(
+            from_addr=(sender.from_name, sender.from_email),
+            reply_to=sender.reply_to or None,
+        )
+        self._static = {
+            "campaign": {"id": campaign.id, "name": campaign.name, "kind": campaign.kind_name,
+                         "values": list(campaign.values)},
+            "sender": {"from_name": sender.from_name, "from_email": sender.from_email,
+                       "postal_address": sender.postal_address},
+        }
+
+    def message_id(self, delivery_id: int) -> str:
+        """Stable per delivery, so a resend after a crash carries the same Message-ID."""
+        mac = hmac.new(self._secret, f"{self.run_id}.{delivery_id}".encode(), hashlib.sha256).hexdigest()[:12]
+        return f"<{self.run_id}.{delivery_id}.{mac}@{self.domain}>"
+
+    def context(self, delivery_id: int, contact: ContactData, recipient: Recipient) -> dict[str, Any]:
+        """The template context for one recipient."""
+        variant = self.campaign.variant(recipient.segment)
+        links = recipient_links(self.signer, self.settings.app.base_url, delivery_id)
+        context = dict(self._static)
+        context.update(self.campaign.kind.context(variant.section, recipient))
+        links["shop"] = (context.get("offer") or {}).get("url") or getattr(variant.section, "url", "") or self.settings.app.base_url
+        context.update({
+            "contact": contact.as_context(ltv=recipient.ltv, orders_count=recipient.orders_count),
+            "segment": recipient.segment,
+            "preheader": variant.preheader,
+            "links": links,
+        })
+        return context
+
+    def compose(self, delivery_id: int, to_email: str, contact: ContactData, recipient: Recipient, *,
+                now: datetime) -> OutgoingMessage:
+        """Render and build the MIME message for one delivery."""
+        context = self.context(delivery_id, contact, recipient)
+        rendered = self._compiled[recipient.segment].render(context)
+        subject = f"[TEST] {rendered.subject}" if self.test else rendered.subject
+        links = context["links"]
+        unsubscribe = f"<{links['unsubscribe']}>"
+        if self.settings.sender.unsubscribe_mailto:
+            unsubscribe += f", <mailto:{self.settings.sender.unsubscribe_mailto}?subject=unsubscribe>"
+        message_id = self.message_id(delivery_id)
+        headers = [
+            ("List-Unsubscribe", unsubscribe),
+            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+            ("Feedback-ID", f"{self.run_id}:{self.campaign.id}:valuemail"),
+        ]
+        name = " ".join(p for p in (contact.first_name, contact.last_name) if p)
+        data = self._factory.build(to_addr=(name, to_email), subject=subject, text=rendered.text, html=rendered.html,
+                                   message_id=message_id, date=now, headers=headers)
+        return OutgoingMessage(envelope_from=self.settings.sender.from_email, recipient=to_email, data=data,
+                               message_id=message_id, subject=subject, text=rendered.text, html=rendered.html,
+                               headers=tuple(headers), tag=self.campaign.id)

@@ -1,0 +1,322 @@
+"""The delivery ledger: runs, their per-contact rows, claiming in batches and every outcome.
+
+Guarantees, on SQLite and PostgreSQL alike:
+- a run is unique per (campaign, occurrence instant), a delivery per (run, contact);
+- filling the ledger is checkpointed by contact id, so a crash mid-fill resumes without gaps;
+- a claim is one atomic UPDATE ... RETURNING (PostgreSQL adds FOR UPDATE SKIP LOCKED), so two
+  workers never hold the same row;
+- each outcome is committed right after the provider answers, so after a crash only the message
+  a worker thread had handed to the provider (at most one per thread) can be sent twice.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import datetime, timedelta
+from typing import Iterable, Sequence
+
+from sqlalchemy import and_, bindparam, delete, func, literal, or_, select, true, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from ..db import session_scope
+from ..models import (
+    OPEN_RUN_STATUSES,
+    Campaign,
+    Delivery,
+    DeliveryStatus,
+    Run,
+    RunStatus,
+    Worker,
+)
+
+Q = DeliveryStatus
+
+
+def _insert(session_or_engine, table):
+    bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
+    return (postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+# -- campaigns and runs -------------------------------------------------------------------------
+
+def sync_campaign(session: Session, campaign, *, now: datetime) -> None:
+    """Store (or refresh) the campaign row from its file."""
+    values = dict(name=campaign.name, kind=campaign.kind_name, values=list(campaign.values),
+                  definition=campaign.as_json(), source_hash=campaign.source_hash, synced_at=now)
+    stmt = _insert(session, Campaign).values(id=campaign.id, **values)
+    session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=values))
+
+
+def open_run(session: Session, campaign_id: str, *, is_test: bool = False) -> Run | None:
+    """The campaign's run that is still being filled, sending or paused, if any."""
+    return session.execute(
+        select(Run).where(Run.campaign_id == campaign_id, Run.is_test == is_test,
+                          Run.status.in_(OPEN_RUN_STATUSES + (RunStatus.paused.value,)))
+        .order_by(Run.id.desc()).limit(1)
+    ).scalars().first()
+
+
+def last_finished_run(session: Session, campaign_id: str) -> Run | None:
+    """The campaign's most recent finished, non-test run."""
+    return session.execute(
+        select(Run).where(Run.campaign_id == campaign_id, Run.is_test.is_(False),
+                          Run.status == RunStatus.finished.value)
+        .order_by(Run.id.desc()).limit(1)
+    ).scalars().first()
+
+
+def create_run(session: Session, campaign, *, occurrence_at: datetime, now: datetime, is_test: bool = False) -> tuple[Run, bool]:
+    """The run for (campaign, occurrence): created now, or the existing one. Returns (run, created)."""
+    stmt = _insert(session, Run).values(
+        campaign_id=campaign.id, occurrence_at=occurrence_at, status=RunStatus.populating.value, is_test=is_test,
+        definition=campaign.as_json(), populate_cursor=0, total=0, pause_reason="", created_at=now,
+    ).on_conflict_do_nothing(index_elements=["campaign_id", "occurrence_at"]).returning(Run.id)
+    created = session.execute(stmt).scalar() is not None
+    run = session.execute(select(Run).where(Run.campaign_id == campaign.id, Run.occurrence_at == occurrence_at)).scalars().one()
+    return run, created
+
+
+def get_run(session: Session, run_id: int) -> Run:
+    """The run with `run_id` (it must exist)."""
+    return session.get(Run, run_id)
+
+
+# -- filling the ledger ---------------------------------------------------------------------------
+
+def populate(engine: Engine, run_id: int, *, members_after, batch_size: int, now: datetime) -> int:
+    """Insert the run's deliveries in contact-id batches from `members_after(after_id, limit)`.
+
+    `members_after` returns a Select of (contact_id, email, segment) ordered by contact id. Each
+    batch and the cursor advance commit together, so a crash resumes exactly where it stopped.
+    Returns the number of deliveries in the run.
+    """
+    ts = Delivery.__table__.c.created_at.type
+    while True:
+        with session_scope(engine) as session:
+            run = session.get(Run, run_id)
+            if run.status != RunStatus.populating.value:
+                return run.total
+            batch = members_after(run.populate_cursor, batch_size).subquery()
+            # WHERE true: SQLite would otherwise read INSERT ... SELECT ... ON CONFLICT as a join.
+            rows = select(literal(run_id), batch.c.contact_id, batch.c.email, batch.c.segment,
+                          literal(Q.queued.value), literal(0), bindparam("created", now, type_=ts),
+                          bindparam("updated", now, type_=ts)).where(true())
+            stmt = (_insert(session, Delivery)
+                    .from_select(["run_id", "contact_id", "email", "segment", "status", "attempts",
+                                  "created_at", "updated_at"], rows)
+                    .on_conflict_do_nothing(index_elements=["run_id", "contact_id"])
+                    .returning(Delivery.contact_id))
+            inserted = session.execute(stmt).scalars().all()
+            last_id = max(inserted) if inserted else session.execute(select(func.max(batch.c.contact_id))).scalar()
+            if last_id is not None:
+                run.populate_cursor = last_id
+            else:
+                run.total = session.execute(select(func.count()).where(Delivery.run_id == run_id)).scalar()
+                run.status = RunStatus.sending.value
+                run.started_at = run.started_at or now
+            session.add(run)
+
+
+def add_test_deliveries(session: Session, run: Run, picks: Iterable[tuple[int, str]], *, to: str, now: datetime) -> int:
+    """Ledger rows of a test run: one per (contact, segment) pick, all addressed to `to`."""
+    count = 0
+    for contact_id, segment in picks:
+        session.add(Delivery(run_id=run.id, contact_id=contact_id, email=to, segment=segment,
+                             status=Q.queued.value, attempts=0, created_at=now, updated_at=now))
+        count += 1
+    run.total = count
+    run.status = RunStatus.sending.value
+    run.started_at = now
+    session.add(run)
+    return count
+
+
+# -- workers and claims --------------------------------------------------------------------------
+
+def register_worker(engine: Engine, worker_id: str, *, now: datetime) -> None:
+    """Record this worker and its first heartbeat."""
+    with session_scope(engine) as session:
+        session.add(Worker(id=worker_id, hostname=socket.gethostname(), pid=os.getpid(), started_at=now, heartbeat_at=now))
+
+
+def heartbeat(engine: Engine, worker_id: str, *, now: datetime) -> None:
+    """Tell other processes this worker is alive."""
+    with session_scope(engine) as session:
+        session.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now))
+
+
+def unregister_worker(engine: Engine, worker_id: str) -> int:
+    """Put this worker's unfinished claims back in the queue and forget it."""
+    with session_scope(engine) as session:
+        released = _release_claims(session, [worker_id])
+        session.execute(delete(Worker).where(Worker.id == worker_id))
+    return released
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reclaim_dead_workers(engine: Engine, *, now: datetime, lease_seconds: float, self_id: str | None = None) -> int:
+    """Requeue the claims of workers that stopped heartbeating, or whose process on this host is gone.
+
+    A claimed row of a dead worker was either never attempted or was the one message that worker
+    thread had in flight when it died; requeueing resends only the latter (see README, "Crashes").
+    """
+    host = socket.gethostname()
+    with session_scope(engine) as session:
+        workers = session.execute(select(Worker)).scalars().all()
+        dead = [w.id for w in workers if w.id != self_id and (
+            w.heartbeat_at < now - timedelta(seconds=lease_seconds) or (w.hostname == host and not _pid_alive(w.pid)))]
+        # Claims by workers that left no row at all (e.g. killed before registering) are orphans too.
+        live = {w.id for w in workers} - set(dead)
+        orphan_ids = session.execute(
+            select(Delivery.claimed_by).where(Delivery.status == Q.claimed.value).distinct()
+        ).scalars().all()
+        dead += [w for w in orphan_ids if w and w not in live and w != self_id and w not in dead]
+        if not dead:
+            return 0
+        released = _release_claims(session, dead)
+        session.execute(delete(Worker).where(Worker.id.in_(dead)))
+        return released
+
+
+def _release_claims(session: Session, worker_ids: Sequence[str], delivery_ids: Sequence[int] | None = None) -> int:
+    stmt = update(Delivery).where(Delivery.status == Q.claimed.value, Delivery.claimed_by.in_(worker_ids))
+    if delivery_ids is not None:
+        stmt = stmt.where(Delivery.id.in_(delivery_ids))
+    return session.execute(stmt.values(status=Q.queued.value, claimed_by=None, claimed_at=None)).rowcount
+
+
+def release(engine: Engine, worker_id: str, delivery_ids: Sequence[int]) -> int:
+    """Give claimed rows back to the queue untouched (e.g. the run was paused mid-batch)."""
+    if not delivery_ids:
+        return 0
+    with session_scope(engine) as session:
+        return _release_claims(session, [worker_id], delivery_ids)
+
+
+def claim(engine: Engine, *, run_id: int, worker_id: str, limit: int, now: datetime) -> list[int]:
+    """Atomically take up to `limit` due rows of a sending run for `worker_id`; returns their ids in order."""
+    with session_scope(engine) as session:
+        due = (
+            select(Delivery.id)
+            .where(Delivery.run_id == run_id, Delivery.status == Q.queued.value,
+                   or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now))
+            .order_by(Delivery.id)
+            .limit(limit)
+        )
+        running = select(Run.id).where(Run.id == run_id, Run.status == RunStatus.sending.value)
+        if session.get_bind().dialect.name == "postgresql":
+            # A MATERIALIZED CTE runs the locking subquery once; inlined into IN (...) PostgreSQL
+            # may re-run it per row, and with SKIP LOCKED each run can yield other rows, past LIMIT.
+            due = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
+            chosen = select(due.c.id)
+        else:
+            chosen = due
+        stmt = (
+            update(Delivery)
+            .where(Delivery.id.in_(chosen.scalar_subquery()), Delivery.run_id.in_(running.scalar_subquery()))
+            .values(status=Q.claimed.value, claimed_by=worker_id, claimed_at=now, updated_at=now)
+            .returning(Delivery.id)
+        )
+        return sorted(session.execute(stmt).scalars().all())
+
+
+# -- outcomes -----------------------------------------------------------------------------------
+
+def _mine(delivery_id: int, worker_id: str):
+    return and_(Delivery.id == delivery_id, Delivery.status == Q.claimed.value, Delivery.claimed_by == worker_id)
+
+
+def record_sent(engine: Engine, delivery_id: int, *, worker_id: str, provider: str, provider_message_id: str | None,
+                message_id: str, now: datetime) -> bool:
+    """The provider accepted the message. False if the claim had been taken from this worker."""
+    with session_scope(engine) as session:
+        return session.execute(update(Delivery).where(_mine(delivery_id, worker_id)).values(
+            status=Q.sent.value, attempts=Delivery.attempts + 1, claimed_by=None, provider=provider,
+            provider_message_id=provider_message_id, message_id=message_id, last_error=None,
+            sent_at=now, updated_at=now, next_attempt_at=None,
+        )).rowcount == 1
+
+
+def record_failure(engine: Engine, delivery_id: int, *, worker_id: str, provider: str, error: str,
+                   now: datetime, retry_at: datetime | None, max_attempts: int, message_id: str | None = None) -> str:
+    """A failed attempt: requeued for `retry_at` while attempts remain, else failed. Returns the new status."""
+    with session_scope(engine) as session:
+        attempts = session.execute(select(Delivery.attempts).where(Delivery.id == delivery_id)).scalar_one()
+        final = retry_at is None or attempts + 1 >= max_attempts
+        status = Q.failed.value if final else Q.queued.value
+        if final and retry_at is not None:
+            error = f"{error} (gave up after {attempts + 1} attempts)"
+        session.execute(update(Delivery).where(_mine(delivery_id, worker_id)).values(
+            status=status, attempts=Delivery.attempts + 1, claimed_by=None, claimed_at=None, provider=provider,
+            last_error=error[:1000], next_attempt_at=None if final else retry_at, updated_at=now, message_id=message_id,
+        ))
+        return status
+
+
+def mark_skipped(engine: Engine, delivery_ids: Sequence[int], *, worker_id: str, reason: str, now: datetime) -> int:
+    """Claimed rows that must not be sent (unsubscribed or suppressed since the run began)."""
+    if not delivery_ids:
+        return 0
+    with session_scope(engine) as session:
+        return session.execute(update(Delivery).where(
+            Delivery.id.in_(delivery_ids), Delivery.status == Q.claimed.value, Delivery.claimed_by == worker_id,
+        ).values(status=Q.skipped.value, claimed_by=None, last_error=reason, updated_at=now)).rowcount
+
+
+# -- run state ----------------------------------------------------------------------------------
+
+def counts(session: Session, run_id: int) -> dict[str, int]:
+    """Deliveries per status for one run (every status present, zero when none)."""
+    rows = session.execute(
+        select(Delivery.status, func.count()).where(Delivery.run_id == run_id).group_by(Delivery.status)
+    ).all()
+    result = {s.value: 0 for s in DeliveryStatus}
+    result.update({status: n for status, n in rows})
+    return result
+
+
+def next_retry_at(session: Session, run_id: int) -> datetime | None:
+    """When the earliest deferred delivery of the run becomes due, if any is waiting."""
+    return session.execute(select(func.min(Delivery.next_attempt_at)).where(
+        Delivery.run_id == run_id, Delivery.status == Q.queued.value)).scalar()
+
+
+def finish_if_done(engine: Engine, run_id: int, *, now: datetime) -> bool:
+    """Mark a sending run finished once none of its deliveries is queued or claimed."""
+    with session_scope(engine) as session:
+        pending = select(Delivery.id).where(
+            Delivery.run_id == run_id, Delivery.status.in_([Q.queued.value, Q.claimed.value])).exists()
+        return session.execute(update(Run).where(
+            Run.id == run_id, Run.status == RunStatus.sending.value, ~pending,
+        ).values(status=RunStatus.finished.value, finished_at=now)).rowcount == 1
+
+
+def pause(engine: Engine, run_id: int, *, reason: str) -> bool:
+    """Stop workers from claiming more of the run; `resume` lets them go on."""
+    with session_scope(engine) as session:
+        return session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.sending.value)
+                               .values(status=RunStatus.paused.value, pause_reason=reason[:500])).rowcount == 1
+
+
+def resume(engine: Engine, run_id: int) -> bool:
+    """Let workers claim a paused run again."""
+    with session_scope(engine) as session:
+        return session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.paused.value)
+                               .values(status=RunStatus.sending.value, pause_reason="")).rowcount == 1
+
+
+def sending_runs(session: Session) -> list[int]:
+    """Runs workers may claim from, oldest first."""
+    return list(session.execute(select(Run.id).where(Run.status == RunStatus.sending.value).order_by(Run.id)).scalars())

@@ -1,0 +1,286 @@
+"""Sending workers: threads that claim ledger batches, compose, send and record every outcome."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Callable
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from .. import ltv
+from ..campaigns import load_campaign
+from ..campaigns.kinds import Recipient
+from ..clock import Clock
+from ..config import Settings
+from ..coupons import ensure_coupons
+from ..errors import InvalidFile, RenderError
+from ..models import Contact, ContactStatus, Delivery, Run, RunStatus, Suppression
+from ..providers import Outcome, Provider
+from ..tokens import TokenSigner
+from . import ledger
+from .compose import Composer, ContactData
+
+log = logging.getLogger(__name__)
+
+OutcomeCallback = Callable[[int, str], None]
+
+
+class RateLimiter:
+    """A token bucket shared by a process's sending threads; 0 means unlimited."""
+
+    def __init__(self, per_second: float):
+        self.interval = 1.0 / per_second if per_second > 0 else 0.0
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            slot = max(self._next, now)
+            self._next = slot + self.interval
+        if slot > now:
+            time.sleep(slot - now)
+
+
+@dataclass
+class _RunState:
+    composer: Composer
+    definition: object
+    error_streak: int = 0
+    paused: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Sender:
+    """Drains the ledger of given runs with `settings.sending.concurrency` threads in this process."""
+
+    def __init__(self, *, engine: Engine, settings: Settings, clock: Clock, provider_factory: Callable[[], Provider],
+                 renderer, on_outcome: OutcomeCallback | None = None, worker_id: str | None = None):
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+        self.provider_factory = provider_factory
+        self.renderer = renderer
+        self.on_outcome = on_outcome or (lambda run_id, status: None)
+        self.worker_id = worker_id or f"w-{uuid.uuid4().hex[:16]}"
+        self.signer = TokenSigner(settings.secret_key)
+        self.limiter = RateLimiter(settings.sending.rate_per_second)
+        self.stop = threading.Event()
+        self._runs: dict[int, _RunState] = {}
+        self._runs_lock = threading.Lock()
+        self._errors: list[BaseException] = []
+
+    # -- the public loop ------------------------------------------------------------------------
+
+    def drain(self, run_ids: list[int] | None = None, *, wait_for_retries: bool = True) -> None:
+        """Send every due delivery of `run_ids` (None: every sending run) until none is left or due."""
+        s = self.settings.sending
+        ledger.register_worker(self.engine, self.worker_id, now=self.clock.now())
+        self.stop.clear()
+        self._errors = []
+        beat_stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(beat_stop,), name="valuemail-heartbeat", daemon=True)
+        beat.start()
+        try:
+            ledger.reclaim_dead_workers(self.engine, now=self.clock.now(), lease_seconds=s.lease_seconds,
+                                        self_id=self.worker_id)
+            while not self.stop.is_set():
+                targets = self._targets(run_ids)
+                if not targets:
+                    return
+                threads = [threading.Thread(target=self._thread_main, args=(targets,), name=f"valuemail-send-{i}")
+                           for i in range(s.concurrency)]
+                for t in threads:
+                    t.start()
+                try:
+                    for t in threads:
+                        t.join()
+                except BaseException:
+                    # Ctrl-C: let each thread finish and record the message it has in flight first.
+                    self.stop.set()
+                    for t in threads:
+                        t.join()
+                    raise
+                if self._errors:
+                    raise self._errors[0]
+                for run_id in targets:
+                    ledger.finish_if_done(self.engine, run_id, now=self.clock.now())
+                if not wait_for_retries or not self._wait_for_retry(run_ids):
+                    return
+        finally:
+            beat_stop.set()
+            released = ledger.unregister_worker(self.engine, self.worker_id)
+            if released:
+                log.info("released %d claimed deliveries back to the queue", released)
+
+    def _targets(self, run_ids: list[int] | None) -> list[int]:
+        with Session(self.engine) as session:
+            sending = ledger.sending_runs(session)
+        return [r for r in sending if run_ids is None or r in run_ids]
+
+    def _wait_for_retry(self, run_ids: list[int] | None) -> bool:
+        """Sleep until the earliest deferred delivery is due; False when nothing is waiting."""
+        with Session(self.engine) as session:
+            due = [ledger.next_retry_at(session, r) for r in self._targets(run_ids)]
+        due = [d for d in due if d is not None]
+        if not due:
+            return False
+        delay = (min(due) - self.clock.now()).total_seconds()
+        if delay > 0:
+            log.info("waiting %.0f s for deferred deliveries to become due", delay)
+            self.stop.wait(delay)
+        return not self.stop.is_set()
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        interval = max(1.0, self.settings.sending.lease_seconds / 4)
+        while not stop.wait(interval):
+            try:
+                ledger.heartbeat(self.engine, self.worker_id, now=self.clock.now())
+            except Exception:  # a missed beat is harmless; the next one may succeed
+                log.exception("heartbeat failed")
+
+    # -- one thread -----------------------------------------------------------------------------
+
+    def _thread_main(self, run_ids: list[int]) -> None:
+        provider = self.provider_factory()
+        try:
+            for run_id in run_ids:
+                while not self.stop.is_set():
+                    ids = ledger.claim(self.engine, run_id=run_id, worker_id=self.worker_id,
+                                       limit=self.settings.sending.batch_size, now=self.clock.now())
+                    if not ids:
+                        break
+                    self._send_batch(run_id, ids, provider)
+        except BaseException as exc:  # surface in drain(); the claims go back to the queue there
+            self._errors.append(exc)
+            self.stop.set()
+        finally:
+            provider.close()
+
+    def _state(self, run_id: int) -> _RunState:
+        with self._runs_lock:
+            state = self._runs.get(run_id)
+            if state is None:
+                with Session(self.engine) as session:
+                    run = session.get(Run, run_id)
+                    definition, is_test = dict(run.definition), run.is_test
+                try:
+                    campaign = load_campaign(self.settings.campaigns_dir / definition["file"], settings=self.settings,
+                                             segment_names=None, today=None, source=definition["source"])
+                except InvalidFile as exc:
+                    raise RenderError(f"run {run_id}: its campaign no longer loads: {exc}") from exc
+                composer = Composer(campaign=campaign, run_id=run_id, settings=self.settings, renderer=self.renderer,
+                                    signer=self.signer, test=is_test)
+                state = self._runs[run_id] = _RunState(composer=composer, definition=campaign)
+            return state
+
+    def _send_batch(self, run_id: int, ids: list[int], provider: Provider) -> None:
+        state = self._state(run_id)
+        with state.lock:
+            if state.paused:  # the claim succeeded, so someone resumed the run since it paused
+                state.paused, state.error_streak = False, 0
+        campaign = state.definition
+        now = self.clock.now()
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(Delivery.id, Delivery.email, Delivery.segment, Contact, Run.is_test)
+                .join(Contact, Contact.id == Delivery.contact_id).join(Run, Run.id == Delivery.run_id)
+                .where(Delivery.id.in_(ids)).order_by(Delivery.id)
+            ).all()
+            keys = {email.lower() for _, email, _, _, _ in rows}
+            suppressed = set(session.execute(select(Suppression.email_key).where(Suppression.email_key.in_(keys))).scalars())
+            skip = [d for d, email, _, contact, is_test in rows
+                    if email.lower() in suppressed or (not is_test and contact.status != ContactStatus.subscribed.value)]
+            rows = [r for r in rows if r[0] not in skip]
+            contact_ids = [r[3].id for r in rows]
+            stats = ltv.stats_for_contacts(session, contact_ids, now=now, settings=self.settings)
+            spend = self._spend(session, campaign, rows, contact_ids, now)
+            coupons = self._coupons(session, campaign, rows, contact_ids, now)
+            session.commit()
+        if skip:
+            ledger.mark_skipped(self.engine, skip, worker_id=self.worker_id, reason="unsubscribed or suppressed", now=now)
+            for _ in skip:
+                self.on_outcome(run_id, "skipped")
+        for position, (delivery_id, email, segment, contact, _) in enumerate(rows):
+            if self.stop.is_set() or state.paused:
+                ledger.release(self.engine, self.worker_id, [r[0] for r in rows[position:]])
+                return
+            stat = stats.get(contact.id)
+            recipient = Recipient(
+                contact_id=contact.id, email=email, segment=segment,
+                ltv=float(stat.ltv) if stat else 0.0, orders_count=int(stat.orders_count) if stat else 0,
+                spend=spend.get(contact.id, Decimal(0)), coupon=coupons.get(contact.id),
+            )
+            self._send_one(run_id, state, delivery_id, email, _contact_data(contact), recipient, provider)
+
+    def _spend(self, session, campaign, rows, contact_ids, now) -> dict[int, Decimal]:
+        periods = {campaign.kind.spend_period_days(campaign.variant(r[2]).section) for r in rows} - {None}
+        if not periods:
+            return {}
+        return ltv.spend_since(session, contact_ids, now - timedelta(days=max(periods)))
+
+    def _coupons(self, session, campaign, rows, contact_ids, now) -> dict[int, str]:
+        wanting = [r[3].id for r in rows if campaign.kind.needs_unique_coupon(campaign.variant(r[2]).section)]
+        if not wanting:
+            return {}
+        prefix = getattr(campaign.variant(rows[0][2]).section, "code_prefix", "")
+        return ensure_coupons(session, campaign_id=campaign.id, contact_ids=wanting, prefix=prefix, now=now)
+
+    def _send_one(self, run_id: int, state: _RunState, delivery_id: int, email: str, contact: ContactData,
+                  recipient: Recipient, provider: Provider) -> None:
+        s = self.settings.sending
+        now = self.clock.now()
+        message_id = state.composer.message_id(delivery_id)
+        try:
+            message = state.composer.compose(delivery_id, email, contact, recipient, now=now)
+        except RenderError as exc:
+            status = ledger.record_failure(self.engine, delivery_id, worker_id=self.worker_id, provider=provider.name,
+                                           error=f"render: {exc}", now=now, retry_at=None, max_attempts=s.max_attempts)
+            self._after(run_id, state, status, str(exc))
+            return
+        self.limiter.wait()
+        result = provider.send(message)
+        now = self.clock.now()
+        if result.outcome is Outcome.sent:
+            ledger.record_sent(self.engine, delivery_id, worker_id=self.worker_id, provider=provider.name,
+                               provider_message_id=result.provider_message_id, message_id=message_id, now=now)
+            self._after(run_id, state, "sent", None)
+            return
+        retry_at = None
+        if result.outcome is Outcome.temporary:
+            with Session(self.engine) as session:
+                attempts = session.get(Delivery, delivery_id).attempts
+            backoff = min(s.retry_max_seconds, s.retry_base_seconds * (2 ** attempts))
+            retry_at = now + timedelta(seconds=max(backoff, result.retry_after or 0))
+        status = ledger.record_failure(self.engine, delivery_id, worker_id=self.worker_id, provider=provider.name,
+                                       error=result.error or result.outcome.value, now=now, retry_at=retry_at,
+                                       max_attempts=s.max_attempts, message_id=message_id)
+        self._after(run_id, state, status if status == "failed" else "deferred", result.error)
+
+    def _after(self, run_id: int, state: _RunState, status: str, error: str | None) -> None:
+        """Count the outcome; past the error threshold, pause the run for every worker."""
+        threshold = self.settings.sending.pause_after_errors
+        with state.lock:
+            state.error_streak = 0 if status == "sent" else state.error_streak + 1
+            if threshold and state.error_streak >= threshold and not state.paused:
+                state.paused = True
+                reason = f"paused after {state.error_streak} consecutive failures; last: {error}"
+                ledger.pause(self.engine, run_id, reason=reason)
+                log.warning("run %s %s", run_id, reason)
+        self.on_outcome(run_id, status)
+
+
+def _contact_data(contact: Contact) -> ContactData:
+    return ContactData(id=contact.id, email=contact.email, first_name=contact.first_name or "",
+                       last_name=contact.last_name or "", country=contact.country, language=contact.language,
+                       timezone=contact.timezone, attributes=contact.attributes or {})
