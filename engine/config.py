@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 from .tomlpos import TomlDocument
@@ -206,9 +206,12 @@ def load_settings(path: str | Path | None = None, *, env: dict[str, str] | None 
     overrides: dict = {}
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):
-            current = getattr(settings, section).model_dump()
+            current = getattr(overrides.get(section) or getattr(settings, section), "model_dump")()
             current[key] = env[var]
-            overrides[section] = getattr(settings, section).model_validate(current)
+            try:
+                overrides[section] = getattr(settings, section).model_validate(current)
+            except ValidationError as exc:
+                raise ConfigError.single(f"${var}", None, f"'{section}.{key}': {exc.errors()[0]['msg']}") from None
     settings = settings.model_copy(update={**overrides, "root": root, "source": source})
     key = secret_key or env.get(settings.app.secret_key_env) or _stored_secret_key(settings.var_dir)
     return settings.model_copy(update={"secret_key": key})

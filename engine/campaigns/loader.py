@@ -172,16 +172,18 @@ def _variant(segment, common, kind, section_key, section_raw, base_section, over
         if message:
             problems.append(Problem(str(doc.path), doc.line_of(where + ("template",)), message))
     section = base_section
-    if section_key in override:
+    if section_key in override and base_section is not None:  # else the base's errors say it all
         if not isinstance(override[section_key], dict):
             problems.append(Problem(str(doc.path), doc.line_of(where + (section_key,)),
                                     f"'variants.{segment}.{section_key}' must be a table"))
         else:
-            merged = _deep_merge(section_raw, override[section_key])
+            merged = _deep_merge(_without_alternatives(kind, section_raw, override[section_key]), override[section_key])
             section = _validate_section(kind, merged, doc, where + (section_key,), problems,
                                         inherited=(section_key,), override=override[section_key])
             if section is not None and today is not None:
                 for key, message in kind.check(section, today=today):
+                    if key and key[0] not in override[section_key]:
+                        continue  # inherited: already reported for the base section
                     problems.append(Problem(str(doc.path), doc.line_of(where + (section_key,) + key),
                                             f"'variants.{segment}.{section_key}': {message}"))
     return Variant(segment=segment, template=str(template), subject=str(override.get("subject", common.subject)),
@@ -198,6 +200,17 @@ def _validate_section(kind, raw, doc, prefix, problems, *, inherited=None, overr
             located = prefix if override is None or (loc and loc[0] in override) else inherited
             problems.append(Problem(str(doc.path), doc.line_of(located + loc), describe(err, prefix)))
         return None
+
+
+def _without_alternatives(kind, base: dict, override: dict) -> dict:
+    """Drop base keys that an override replaces by an alternative (e.g. percent by amount)."""
+    dropped = dict(base)
+    for group in getattr(kind, "alternatives", ()):
+        if any(key in override for key in group):
+            for key in group:
+                if key not in override:
+                    dropped.pop(key, None)
+    return dropped
 
 
 def _deep_merge(base: dict, override: dict) -> dict:

@@ -191,7 +191,7 @@ class Sender:
                 state.paused, state.error_streak = False, 0
         campaign = state.definition
         now = self.clock.now()
-        with Session(self.engine) as session:
+        with Session(self.engine, expire_on_commit=False) as session:
             rows = session.execute(
                 select(Delivery.id, Delivery.email, Delivery.segment, Contact, Run.is_test)
                 .join(Contact, Contact.id == Delivery.contact_id).join(Run, Run.id == Delivery.run_id)

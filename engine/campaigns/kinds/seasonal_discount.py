@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any, ClassVar, Optional
 
 import pycountry
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .base import Recipient, SectionModel
 
@@ -86,17 +86,35 @@ class Offer(SectionModel):
             raise ValueError("must be 1-10 capitals or digits")
         return value
 
-    @model_validator(mode="after")
-    def _discount(self):
-        if self.percent is not None and self.amount is not None:
+    # Cross-key checks are field validators (fields validate in declaration order) so that the
+    # error carries the key, and with it the line, rather than the section header.
+    @field_validator("amount")
+    @classmethod
+    def _not_both(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("percent") is not None:
             raise ValueError("give percent or amount, not both")
-        if self.percent is None and self.amount is None and not self.tiers:
-            raise ValueError("give percent, amount, or tiers")
-        if self.valid_from and self.valid_from > self.valid_until:
-            raise ValueError(f"valid_from {self.valid_from} is after valid_until {self.valid_until}")
-        spends = [t.min_spend for t in self.tiers]
+        return value
+
+    @field_validator("valid_until")
+    @classmethod
+    def _window(cls, value: date, info: ValidationInfo) -> date:
+        start = info.data.get("valid_from")
+        if start and start > value:
+            raise ValueError(f"valid_from {start} is after valid_until {value}")
+        return value
+
+    @field_validator("tiers")
+    @classmethod
+    def _distinct_tiers(cls, value: list[Tier]) -> list[Tier]:
+        spends = [t.min_spend for t in value]
         if len(set(spends)) != len(spends):
             raise ValueError("two tiers have the same min_spend")
+        return value
+
+    @model_validator(mode="after")
+    def _discount(self):
+        if self.percent is None and self.amount is None and not self.tiers:
+            raise ValueError("give percent, amount, or tiers")
         return self
 
 
@@ -106,6 +124,8 @@ class SeasonalDiscount:
     name: ClassVar[str] = "seasonal_discount"
     section_key: ClassVar[str] = "offer"
     section_model: ClassVar[type[SectionModel]] = Offer
+    #: Keys that replace each other: a variant giving `amount` drops the base `percent`.
+    alternatives: ClassVar[tuple[tuple[str, ...], ...]] = (("percent", "amount"),)
 
     def check(self, section: Offer, *, today: date) -> list[tuple[tuple, str]]:
         problems = []
