@@ -6,6 +6,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from ..campaigns import CampaignDefinition
@@ -34,6 +35,16 @@ class ContactData:
                 "attributes": dict(self.attributes or {}), "ltv": round(ltv, 2), "orders_count": orders_count}
 
 
+SAMPLE_CONTACT = ContactData(id=0, email="jane.doe@example.com", first_name="Jane", last_name="Doe", country="NL",
+                             language="nl", timezone="Europe/Amsterdam", attributes={})
+
+
+def sample_recipient(campaign: CampaignDefinition, segment: str) -> Recipient:
+    """A stand-in recipient of one segment variant, for validate and preview without real data."""
+    return Recipient(contact_id=0, email=SAMPLE_CONTACT.email, segment=segment, ltv=742.5, orders_count=7,
+                     spend=Decimal("742.50"), coupon="SAMPLE-7KQ2M-X9PDA")
+
+
 class Composer:
     """Turns (delivery, contact, recipient data) into a ready-to-send message for one run."""
 
@@ -49,10 +60,8 @@ class Composer:
         sender = settings.sender
         self.domain = sender.from_email.rsplit("@", 1)[-1]
         self._secret = settings.secret_key.encode()
-        self._compiled = {
-            segment: renderer.compile(variant.template, subject=variant.subject, variant=f"{campaign.id}:{segment}")
-            for segment, variant in campaign.variants.items()
-        }
+        self._renderer = renderer
+        self._compiled: dict[str, Any] = {}
         self._factory = MessageFactory(
             from_addr=(sender.from_name, sender.from_email),
             reply_to=sender.reply_to or None,
@@ -63,6 +72,14 @@ class Composer:
             "sender": {"from_name": sender.from_name, "from_email": sender.from_email,
                        "postal_address": sender.postal_address},
         }
+
+    def compiled(self, segment: str):
+        """The segment variant's compiled templates (compiled on first use, then cached by the renderer)."""
+        if segment not in self._compiled:
+            variant = self.campaign.variant(segment)
+            self._compiled[segment] = self._renderer.compile(variant.template, subject=variant.subject,
+                                                             variant=f"{self.campaign.id}:{segment}")
+        return self._compiled[segment]
 
     def message_id(self, delivery_id: int) -> str:
         """Stable per delivery, so a resend after a crash carries the same Message-ID."""
@@ -88,7 +105,7 @@ class Composer:
                 now: datetime) -> OutgoingMessage:
         """Render and build the MIME message for one delivery."""
         context = self.context(delivery_id, contact, recipient)
-        rendered = self._compiled[recipient.segment].render(context)
+        rendered = self.compiled(recipient.segment).render(context)
         subject = f"[TEST] {rendered.subject}" if self.test else rendered.subject
         links = context["links"]
         unsubscribe = f"<{links['unsubscribe']}>"

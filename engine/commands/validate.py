@@ -1,0 +1,126 @@
+"""`valuemail validate` and `valuemail preview`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from sqlalchemy import select
+from sqlmodel import Session
+
+from ..campaigns import campaign_files, load_campaign
+from ..campaigns.loader import SEGMENTS_FILE
+from ..cli import get_runtime
+from ..errors import InvalidFile, NotFound, Problem
+from ..models import Contact
+from ..rendering import Renderer
+from ..segments import load_segments, membership_query
+from ..sending.compose import SAMPLE_CONTACT, Composer, ContactData, sample_recipient
+from ..sending.service import load_project_campaign, load_project_segments
+from ..sending.worker import _contact_data
+from ..tokens import TokenSigner
+
+
+def register(main: click.Group) -> None:
+    main.add_command(validate)
+    main.add_command(preview)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.pass_context
+def validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
+    """Check settings, segments, campaigns and templates (every variant compiles and renders)."""
+    runtime = get_runtime(ctx)  # loading the settings already validated config.toml
+    settings = runtime.settings
+    problems: list[Problem] = []
+    segments_path = settings.campaigns_dir / SEGMENTS_FILE
+    try:
+        segments = load_segments(segments_path)
+    except InvalidFile as exc:
+        problems.extend(exc.problems)
+        segments = None
+    files = _campaign_paths(paths, settings.campaigns_dir)
+    renderer = Renderer(settings.templates_dir)
+    signer = TokenSigner(settings.secret_key)
+    today = runtime.clock.now().astimezone(settings.tz).date()
+    variants = 0
+    templates: set[str] = set()
+    for path in files:
+        try:
+            campaign = load_campaign(path, settings=settings, segment_names=list(segments) if segments else None,
+                                     today=today)
+        except InvalidFile as exc:
+            problems.extend(exc.problems)
+            continue
+        composer = Composer(campaign=campaign, run_id=0, settings=settings, renderer=renderer, signer=signer)
+        for segment, variant in campaign.variants.items():
+            variants += 1
+            templates.add(variant.template)
+            context = composer.context(1, SAMPLE_CONTACT, sample_recipient(campaign, segment))
+            for problem in renderer.check(variant.template, subject=variant.subject, context=context,
+                                          variant=f"{campaign.id}:{segment}"):
+                problems.append(Problem(problem.file, problem.line,
+                                        f"{problem.message} (campaign {campaign.id}, variant {segment})"))
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    if problems:
+        click.echo(f"{len(problems)} problem(s) found", err=True)
+        sys.exit(1)
+    click.echo(f"ok: {settings.source}, {segments_path.name} ({len(segments)} segments), "
+               f"{len(files)} campaign(s), {variants} variant(s), {len(templates)} template(s) compiled and rendered")
+
+
+def _campaign_paths(paths: tuple[Path, ...], campaigns_dir: Path) -> list[Path]:
+    if not paths:
+        return campaign_files(campaigns_dir)
+    found: list[Path] = []
+    for path in paths:
+        found.extend(campaign_files(path) if path.is_dir() else [] if path.name == SEGMENTS_FILE else [path])
+    return found
+
+
+@click.command()
+@click.argument("campaign")
+@click.option("--contact", "contact_email", metavar="EMAIL", help="Render for this contact (default: a sample member).")
+@click.option("--segment", help="Only this segment's variant (default: every variant).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Directory (default var/preview).")
+@click.pass_context
+def preview(ctx: click.Context, campaign: str, contact_email: str | None, segment: str | None, out_dir: Path | None) -> None:
+    """Write .html, .txt and .eml previews of each segment variant; nothing is sent or stored."""
+    runtime = get_runtime(ctx)
+    settings = runtime.settings
+    segments = load_project_segments(runtime)
+    definition = load_project_campaign(runtime, campaign, segments=segments)
+    if segment is not None and segment not in definition.variants:
+        raise NotFound(f"campaign '{campaign}' has no segment '{segment}' (its segments: {', '.join(definition.segments)})")
+    chosen = [segment] if segment else list(definition.segments)
+    out_dir = out_dir or settings.var_dir / "preview"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    composer = Composer(campaign=definition, run_id=0, settings=settings, renderer=Renderer(settings.templates_dir),
+                        signer=TokenSigner(settings.secret_key))
+    now = runtime.clock.now()
+    for name in chosen:
+        contact = _preview_contact(runtime, segments, definition, name, contact_email)
+        recipient = sample_recipient(definition, name)
+        message = composer.compose(0, contact.email, contact, recipient, now=now)
+        stem = out_dir / f"{definition.id}-{name}"
+        stem.with_suffix(".html").write_text(message.html)
+        stem.with_suffix(".txt").write_text(message.text)
+        stem.with_suffix(".eml").write_bytes(message.data)
+        click.echo(f"{name}: {message.subject!r} for {contact.email} -> {stem}.html|.txt|.eml")
+
+
+def _preview_contact(runtime, segments, definition, segment: str, email: str | None) -> ContactData:
+    """The named contact, else the segment's first member, else a sample contact."""
+    with Session(runtime.engine) as session:
+        if email:
+            contact = session.execute(select(Contact).where(Contact.email_key == email.lower())).scalars().first()
+            if contact is None:
+                raise NotFound(f"no contact with email {email}")
+            return _contact_data(contact)
+        members = membership_query(segments, [segment], now=runtime.clock.now(), settings=runtime.settings,
+                                   limit=1).subquery()
+        contact = session.execute(select(Contact).where(Contact.id.in_(select(members.c.contact_id)))).scalars().first()
+    return _contact_data(contact) if contact else SAMPLE_CONTACT
