@@ -27,6 +27,22 @@ def _reply(code: int, message: bytes | str) -> str:
     return f"{code} {text}".strip()
 
 
+class _BeforeData(Exception):
+    """The connection failed before any message data was sent."""
+
+    def describe(self) -> str:
+        cause = self.args[0]
+        return f"{type(cause).__name__}: {cause}"
+
+
+def _connect_failure(exc: BaseException) -> SendResult:
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return SendResult.temporary(f"authentication failed: {_reply(exc.smtp_code, exc.smtp_error)}", code=exc.smtp_code)
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return classify(exc.smtp_code, exc.smtp_error)
+    return SendResult.temporary(f"{type(exc).__name__}: {exc}")
+
+
 def classify(code: int, message: bytes | str) -> SendResult:
     """Map an SMTP reply code to our outcome: 5xx permanent, 4xx (and anything else) temporary."""
     if 500 <= code <= 599:
@@ -73,29 +89,54 @@ class SmtpProvider:
         return conn
 
     def send(self, message: OutgoingMessage) -> SendResult:
+        reused = self._conn is not None
         try:
             if self._conn is None:
                 self._conn = self._connect()
-            refused = self._conn.sendmail(message.envelope_from, [message.recipient], message.data)
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, reply = exc.recipients.get(message.recipient, (550, b"recipient refused"))
-            self._reset()
-            return classify(code, reply)
-        except smtplib.SMTPAuthenticationError as exc:
+            return self._transaction(self._conn, message)
+        except _BeforeData as exc:
             self.close()
-            return SendResult.temporary(f"authentication failed: {_reply(exc.smtp_code, exc.smtp_error)}", code=exc.smtp_code)
-        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
-            self._reset()
-            return classify(exc.smtp_code, exc.smtp_error)
-        except smtplib.SMTPResponseException as exc:
-            self.close()
-            return classify(exc.smtp_code, exc.smtp_error)
+            if reused:
+                # The server dropped an idle connection before we sent any data: nothing can have
+                # been delivered, so reconnect once and try again straight away.
+                try:
+                    self._conn = self._connect()
+                    return self._transaction(self._conn, message)
+                except _BeforeData as again:
+                    self.close()
+                    return SendResult.temporary(again.describe())
+                except (smtplib.SMTPException, OSError) as again:
+                    self.close()
+                    return _connect_failure(again)
+            return SendResult.temporary(exc.describe())
         except (smtplib.SMTPException, OSError) as exc:
-            # The connection is in an unknown state: drop it, reconnect on the next message.
             self.close()
-            return SendResult.temporary(f"{type(exc).__name__}: {exc}")
-        if refused:
-            code, reply = refused.get(message.recipient, (550, b"refused"))
+            return _connect_failure(exc)
+
+    def _transaction(self, conn: smtplib.SMTP, message: OutgoingMessage) -> SendResult:
+        """MAIL, RCPT, DATA step by step, so a failure is known to be before or after the data."""
+        try:
+            code, reply = conn.mail(message.envelope_from, ["SIZE=%d" % len(message.data)] if conn.has_extn("size") else [])
+            if code != 250:
+                self._reset()
+                return classify(code, reply)
+            code, reply = conn.rcpt(message.recipient)
+            if code not in (250, 251):
+                self._reset()
+                return classify(code, reply)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            raise _BeforeData(exc) from exc
+        try:
+            code, reply = conn.data(message.data)
+        except smtplib.SMTPDataError as exc:
+            self._reset()
+            return classify(exc.smtp_code, exc.smtp_error)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            # After DATA the server may or may not have taken the message: report it as temporary
+            # (a retry may duplicate it; the README lists this case).
+            self.close()
+            return SendResult.temporary(f"connection lost during DATA: {type(exc).__name__}: {exc}")
+        if code != 250:
             return classify(code, reply)
         return SendResult.ok(message.message_id)
 

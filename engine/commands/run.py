@@ -1,0 +1,90 @@
+"""`valuemail run`: scheduler, sending workers and the web UI in one process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import click
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from ..cli import get_runtime
+from ..errors import ValuemailError
+from ..migrate import current, head, upgrade
+from ..models import Contact
+from ..rendering import Renderer
+from ..sending.schedule import start_due_runs
+from ..sending.service import refill_unfinished
+from ..sending.view import make_view_renderer
+from .send import make_sender
+from .web import start_in_thread
+
+log = logging.getLogger(__name__)
+
+#: How often the scheduler looks for due occurrences.
+TICK_SECONDS = 30
+
+
+def register(main: click.Group) -> None:
+    main.add_command(run)
+
+
+@click.command()
+@click.option("--demo", is_flag=True, help="Apply migrations and load the demo data set first (if the database is empty).")
+@click.option("--host", default=None, help="Web address (default from [web] host).")
+@click.option("--port", type=int, default=None, help="Web port (default from [web] port).")
+@click.pass_context
+def run(ctx: click.Context, demo: bool, host: str | None, port: int | None) -> None:
+    """Run the scheduler, the sending workers and the web UI until interrupted."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from ..web import create_app
+
+    runtime = get_runtime(ctx)
+    settings = runtime.settings
+    if demo:
+        upgrade(runtime.engine)
+        with Session(runtime.engine) as session:
+            empty = session.execute(select(func.count()).select_from(Contact)).scalar() == 0
+        if empty:
+            from ..demo import load_demo
+
+            click.echo("loading the demo data set ...")
+            click.echo(str(load_demo(runtime.engine, settings=settings, clock=runtime.clock)))
+    elif current(runtime.engine) != head():
+        raise ValuemailError("the database schema is not up to date: run `valuemail db upgrade` first")
+
+    renderer = Renderer(settings.templates_dir)
+    app = create_app(settings=settings, engine=runtime.engine, clock=runtime.clock,
+                     view_renderer=make_view_renderer(settings=settings, renderer=renderer, clock=runtime.clock))
+    server = start_in_thread(app, host=host or settings.web.host, port=settings.web.port if port is None else port)
+    click.echo(f"web UI on {server.url}/admin/runs  (provider: {settings.provider.name}; Ctrl-C stops)")
+
+    work = threading.Event()
+
+    def tick() -> None:
+        report = start_due_runs(runtime, at=runtime.clock.now())
+        for problem in report.problems:
+            log.error("%s", problem)
+        for campaign_id, run_id in report.started:
+            log.info("%s: started run #%s", campaign_id, run_id)
+        work.set()
+
+    scheduler = BackgroundScheduler(timezone=settings.tz)
+    scheduler.add_job(tick, "interval", seconds=TICK_SECONDS, id="due-occurrences", max_instances=1, coalesce=True,
+                      next_run_time=runtime.clock.now())
+    scheduler.start()
+    sender = make_sender(runtime)
+    try:
+        while True:
+            run_ids = refill_unfinished(runtime)
+            if run_ids:
+                sender.drain(run_ids, wait_for_retries=False)
+            work.wait(timeout=2)
+            work.clear()
+    except KeyboardInterrupt:
+        click.echo("stopping ...")
+    finally:
+        scheduler.shutdown(wait=False)
+        server.stop()

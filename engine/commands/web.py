@@ -1,0 +1,123 @@
+"""`valuemail web`: serve the web app with waitress (the production WSGI server)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+log = logging.getLogger(__name__)
+
+#: Worker threads per process; requests are short DB reads and small writes.
+THREADS = 8
+
+
+def register(main: click.Group) -> None:
+    main.add_command(web)
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to bind (default from [web] host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port (default from [web] port, 8000).")
+@click.pass_context
+def web(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Serve the admin area and the recipient pages."""
+    # Imported here: engine.cli imports this module, and `serve` must be importable on its own.
+    from ..cli import get_runtime
+    from ..web import create_app
+
+    runtime = get_runtime(ctx)
+    settings = runtime.settings
+    app = create_app(settings=settings, engine=runtime.engine, clock=runtime.clock)
+    serve(app, host=host or settings.web.host, port=settings.web.port if port is None else port)
+
+
+def make_server(app, *, host: str, port: int, threads: int = THREADS):
+    """A waitress server bound to host:port (port 0 picks a free one); .run() serves, close_server() releases."""
+    from waitress import create_server
+
+    if not _is_loopback(host):
+        log.warning("binding to %s: the admin area has no login yet; bind to 127.0.0.1 only", host)
+    return create_server(app, host=host, port=port, threads=threads, ident="valuemail")
+
+
+def serve(app, *, host: str, port: int) -> None:
+    """Serve `app` on host:port with waitress until interrupted; logs the URL it serves on."""
+    server = make_server(app, host=host, port=port)
+    for url in server_urls(server):
+        log.info("serving on %s", url)
+    try:
+        server.run()
+    finally:
+        close_server(server)
+
+
+@dataclass
+class BackgroundServer:
+    """A waitress server running its loop in a daemon thread (for `valuemail run` and tests)."""
+
+    server: Any
+    thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        return server_urls(self.server)[0]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close the listening sockets from inside the loop, wait for the thread, stop the workers."""
+        from waitress.trigger import trigger
+
+        if self.thread.is_alive():
+            wakers = [obj for obj in list(_socket_map(self.server).values()) if isinstance(obj, trigger)]
+            if wakers:
+                # Closing sockets from this thread would pull them out from under the loop's
+                # select(); the trigger runs the close inside the loop, which then finds its map
+                # empty and returns.
+                wakers[0].pull_trigger(lambda: _close_sockets(self.server))
+            self.thread.join(timeout)
+        close_server(self.server)
+
+
+def start_in_thread(app, *, host: str, port: int, threads: int = THREADS) -> BackgroundServer:
+    """Serve `app` from a daemon thread; returns at once with the bound URL in `.url`."""
+    server = make_server(app, host=host, port=port, threads=threads)
+    thread = threading.Thread(target=server.run, name="valuemail-web", daemon=True)
+    thread.start()
+    log.info("serving on %s", ", ".join(server_urls(server)))
+    return BackgroundServer(server=server, thread=thread)
+
+
+def close_server(server) -> None:
+    """Release a server's sockets and worker threads once its loop has ended (or never ran)."""
+    _close_sockets(server)
+    server.task_dispatcher.shutdown()
+
+
+def _close_sockets(server) -> None:
+    from waitress import wasyncore
+
+    wasyncore.close_all(_socket_map(server), ignore_all=True)
+
+
+def _socket_map(server) -> dict:
+    # A single-socket server keeps its map as _map; a MultiSocketServer as map.
+    return server._map if hasattr(server, "_map") else server.map
+
+
+def server_urls(server) -> list[str]:
+    """The http URLs a waitress server listens on (a host name can resolve to several sockets)."""
+    listen = getattr(server, "effective_listen", None) or [(server.effective_host, server.effective_port)]
+    return [f"http://[{h}]:{p}" if ":" in str(h) else f"http://{h}:{p}" for h, p in listen]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

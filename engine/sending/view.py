@@ -1,0 +1,61 @@
+"""Re-render a delivery's HTML for "view in browser", from the campaign as its run stored it."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+from typing import Callable
+
+from sqlmodel import Session
+
+from .. import ltv
+from ..campaigns import load_campaign
+from ..campaigns.kinds import Recipient
+from ..clock import Clock
+from ..config import Settings
+from ..errors import NotFound
+from ..models import Contact, Coupon, Delivery, Run
+from ..tokens import TokenSigner
+from .compose import Composer
+from .worker import _contact_data
+
+
+def make_view_renderer(*, settings: Settings, renderer, clock: Clock) -> Callable[[Session, int], str]:
+    """A function (session, delivery id) -> the HTML that delivery carried, personalised again."""
+    signer = TokenSigner(settings.secret_key)
+    composers: dict[int, Composer] = {}
+    lock = threading.Lock()
+
+    def composer_for(run: Run) -> Composer:
+        with lock:
+            if run.id not in composers:
+                campaign = load_campaign(settings.campaigns_dir / run.definition["file"], settings=settings,
+                                         segment_names=None, today=None, source=run.definition["source"])
+                composers[run.id] = Composer(campaign=campaign, run_id=run.id, settings=settings, renderer=renderer,
+                                             signer=signer, test=run.is_test)
+            return composers[run.id]
+
+    def render(session: Session, delivery_id: int) -> str:
+        delivery = session.get(Delivery, delivery_id)
+        if delivery is None:
+            raise NotFound(f"delivery {delivery_id} does not exist")
+        run, contact = session.get(Run, delivery.run_id), session.get(Contact, delivery.contact_id)
+        composer = composer_for(run)
+        at = delivery.sent_at or delivery.created_at
+        stats = ltv.stats_for_contacts(session, [contact.id], now=at, settings=settings).get(contact.id)
+        coupon = session.query(Coupon.code).filter(Coupon.campaign_id == run.campaign_id,
+                                                   Coupon.contact_id == contact.id).scalar()
+        section = composer.campaign.variant(delivery.segment).section
+        period = composer.campaign.kind.spend_period_days(section)
+        spend = Decimal(0)
+        if period:
+            from datetime import timedelta
+
+            spend = ltv.spend_since(session, [contact.id], at - timedelta(days=period)).get(contact.id, Decimal(0))
+        recipient = Recipient(contact_id=contact.id, email=delivery.email, segment=delivery.segment,
+                              ltv=float(stats.ltv) if stats else 0.0, orders_count=stats.orders_count if stats else 0,
+                              spend=spend, coupon=coupon)
+        context = composer.context(delivery.id, _contact_data(contact), recipient)
+        return composer.compiled(delivery.segment).render(context).html
+
+    return render

@@ -1,0 +1,71 @@
+"""The admin area: runs and their delivery ledger (no login yet; the default bind is loopback only)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, redirect, render_template, request, url_for
+
+from ..models import Run
+from .context import db_session
+from .ledger import STATUS_ORDER, delivery_page, list_runs, run_summary
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+RUNS_PER_PAGE = 50
+DELIVERIES_PER_PAGE = 100
+#: Longest email filter accepted; a substring longer than an address cannot match anyway.
+MAX_FILTER = 320
+
+
+@bp.get("/")
+def index():
+    """The admin home is the runs list."""
+    return redirect(url_for("admin.runs"))
+
+
+@bp.get("/runs")
+def runs():
+    """Every run, newest occurrence first, with delivery counts and progress."""
+    session = db_session()
+    before_id = _int_arg("before")
+    before = None
+    if before_id is not None:
+        before = session.get(Run, before_id)
+        if before is None:
+            abort(400)
+    page, next_before = list_runs(session, before=before, limit=RUNS_PER_PAGE)
+    return render_template("admin/runs.html", runs=page, next_before=next_before,
+                           statuses=STATUS_ORDER, first_page=before is None)
+
+
+@bp.get("/runs/<int:run_id>")
+def run_detail(run_id: int):
+    """A run's header and its deliveries, keyset-paged by id and filterable by status and email."""
+    session = db_session()
+    summary = run_summary(session, run_id)
+    if summary is None:
+        abort(404)
+    after = _int_arg("after") or 0
+    status = request.args.get("status", "")
+    if status and status not in STATUS_ORDER:
+        abort(400)
+    email = request.args.get("q", "")[:MAX_FILTER]
+    # Only statuses the run actually has are scanned; the header's counts already tell us which.
+    present = [s for s in summary.counts if summary.counts[s]]
+    statuses = [status] if status else present
+    if status and status not in present:
+        statuses = []
+    deliveries, next_after = delivery_page(session, run_id=run_id, statuses=statuses, after=after,
+                                           email=email, limit=DELIVERIES_PER_PAGE)
+    return render_template(
+        "admin/run_detail.html", summary=summary, deliveries=deliveries, next_after=next_after,
+        statuses=STATUS_ORDER, status=status, q=email, first_page=after == 0,
+    )
+
+
+def _int_arg(name: str) -> int | None:
+    raw = request.args.get(name)
+    if raw in (None, ""):
+        return None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        abort(400)
+    return int(raw)

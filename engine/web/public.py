@@ -1,0 +1,92 @@
+"""Pages a recipient reaches from a mail: unsubscribe (with RFC 8058 one-click), preferences, view in browser.
+
+One-click design: the List-Unsubscribe URL is `/u/<token>` itself. A POST to it whose form body
+is exactly `List-Unsubscribe=One-Click` is the mailbox provider acting for the recipient; it
+carries no cookies, so it is exempt from CSRF and answered 200 text/plain with no redirect. The
+signed, purpose-bound token is what authorises it. Every other POST is the browser form and must
+carry a valid CSRF token.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, render_template, request
+
+from ..errors import NotFound
+from ..models import Contact, Delivery, SuppressionReason
+from ..suppression import unsubscribe as unsubscribe_delivery
+from .context import db_session, web_context
+
+bp = Blueprint("public", __name__)
+
+#: Pages whose HTML is the mail itself: no scripts, no forms, no plugins; styles and images as mails use them.
+VIEW_CSP = (
+    "default-src 'none'; img-src https: http: data: cid:; style-src 'unsafe-inline'; font-src https: data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'self'; "
+    "sandbox allow-popups allow-popups-to-escape-sandbox allow-top-navigation-by-user-activation"
+)
+
+
+@bp.route("/u/", defaults={"token": ""}, methods=["GET", "POST"])
+@bp.route("/u/<token>", methods=["GET", "POST"])
+def unsubscribe(token: str):
+    """GET: ask to confirm. POST: the confirm form (CSRF) or an RFC 8058 one-click request (no CSRF)."""
+    delivery_id = web_context().signer.unsign("unsubscribe", token)
+    session = db_session()
+    delivery, contact = _load(session, delivery_id)
+    if request.method == "GET":
+        return render_template("public/unsubscribe.html", email=delivery.email, contact=contact,
+                               sender=web_context().settings.sender, token=token)
+    one_click = is_one_click(request)
+    if not one_click:
+        # Exempted from the blanket check in create_app so the one-click body can be told apart.
+        current_app.extensions["csrf"].protect()
+    unsubscribe_delivery(session, delivery_id=delivery_id, reason=SuppressionReason.unsubscribe,
+                         clock=web_context().clock)
+    session.commit()
+    if one_click:
+        return Response("You are unsubscribed.\n", status=200, mimetype="text/plain")
+    return render_template("public/unsubscribed.html", email=delivery.email,
+                           sender=web_context().settings.sender)
+
+
+@bp.get("/p/", defaults={"token": ""})
+@bp.get("/p/<token>")
+def preferences(token: str):
+    """The preference centre (minimal for now): address, subscription status and an unsubscribe button."""
+    ctx = web_context()
+    delivery_id = ctx.signer.unsign("preferences", token)
+    delivery, contact = _load(db_session(), delivery_id)
+    return render_template("public/preferences.html", email=delivery.email, contact=contact,
+                           sender=ctx.settings.sender,
+                           unsubscribe_token=ctx.signer.sign("unsubscribe", delivery_id))
+
+
+@bp.get("/v/", defaults={"token": ""})
+@bp.get("/v/<token>")
+def view_in_browser(token: str):
+    """The mail as HTML under a strict CSP, or a friendly page while no renderer is configured."""
+    ctx = web_context()
+    delivery_id = ctx.signer.unsign("view", token)
+    session = db_session()
+    _load(session, delivery_id)
+    if ctx.view_renderer is None:
+        return render_template("public/not_available.html"), 404
+    html = ctx.view_renderer(session, delivery_id)
+    response = Response(html, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = VIEW_CSP
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
+    return response
+
+
+def is_one_click(req) -> bool:
+    """True for an RFC 8058 one-click POST: a form body (urlencoded or multipart) of List-Unsubscribe=One-Click."""
+    if req.method != "POST" or req.mimetype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return False
+    return req.form.get("List-Unsubscribe", "").strip() == "One-Click"
+
+
+def _load(session, delivery_id: int) -> tuple[Delivery, Contact | None]:
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is None:
+        raise NotFound("this mail no longer exists")
+    return delivery, session.get(Contact, delivery.contact_id)

@@ -1,0 +1,66 @@
+"""`valuemail validate` and `valuemail preview` as a marketer runs them."""
+
+from __future__ import annotations
+
+from email import policy
+from email.parser import BytesParser
+
+from tests.sending.test_send import SEGMENTS, cli
+from tests.support.data import add_contacts
+
+
+def test_the_repository_project_validates(project, settings):
+    result = cli(settings, "validate")
+    assert result.exit_code == 0, result.output
+    assert "campaign(s)" in result.output and "compiled and rendered" in result.output
+
+
+def test_a_mistake_in_a_campaign_names_file_and_line(project, settings):
+    path = project / "campaigns" / "spring-sale.toml"
+    path.write_text(path.read_text().replace("percent = 15", "percent = 115"))
+    result = cli(settings, "validate")
+    assert result.exit_code == 1
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if text.startswith("percent = 115"))
+    assert f"spring-sale.toml:{line}: 'offer.percent': Input should be less than or equal to 100" in result.output
+
+
+def test_a_template_referring_to_a_missing_variable_is_an_error(project, settings):
+    path = project / "campaigns" / "spring-sale.toml"
+    path.write_text(path.read_text().replace("{{ contact.first_name or 'Hello' }}", "{{ contact.nickname }}"))
+    result = cli(settings, "validate")
+    assert result.exit_code == 1
+    assert "nickname" in result.output and "spring-sale" in result.output
+
+
+def test_a_hostile_template_is_refused(project, settings):
+    template = project / "templates" / "emails" / "seasonal_discount.mjml"
+    template.write_text(template.read_text().replace("</mj-body>", "<mj-raw>{% include '../../config.toml' %}</mj-raw></mj-body>"))
+    result = cli(settings, "validate")
+    assert result.exit_code == 1
+    assert "seasonal_discount.mjml" in result.output
+
+
+def test_bad_segments_file_names_its_line(project, settings):
+    (project / "campaigns" / "segments.toml").write_text("[gold]\nltv_minimum = 5\n\n[everyone]\n")
+    result = cli(settings, "validate")
+    assert result.exit_code == 1 and "segments.toml:2:" in result.output
+
+
+def test_preview_writes_html_text_and_eml_per_variant(project, settings, db):
+    (project / "campaigns" / "segments.toml").write_text(SEGMENTS)
+    add_contacts(db, 3)
+    out = project / "out"
+    result = cli(settings, "preview", "spring-sale", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"spring-sale-{seg}.{ext}" for seg in ("everyone", "gold") for ext in ("eml", "html", "txt")]
+    msg = BytesParser(policy=policy.default).parsebytes((out / "spring-sale-everyone.eml").read_bytes())
+    assert str(msg["Subject"]) == "Person0, 15% off this spring"  # the segment's first real member
+    assert "Person0" in (out / "spring-sale-everyone.txt").read_text()
+    assert "Person0" in (out / "spring-sale-everyone.html").read_text()
+    one = cli(settings, "preview", "spring-sale", "--segment", "gold", "--contact", "user2@example.com", "--out", str(project / "one"))
+    assert one.exit_code == 0, one.output
+    assert "20%" in (project / "one" / "spring-sale-gold.html").read_text()
+    assert "Gold members" in one.output
+    missing = cli(settings, "preview", "spring-sale", "--segment", "platinum")
+    assert missing.exit_code == 1 and "no segment 'platinum'" in missing.output

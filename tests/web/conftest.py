@@ -1,0 +1,31 @@
+"""Fixtures for the web app: an app on the parametrised test database and its test client."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.clock import FixedClock
+from engine.tokens import TokenSigner
+from engine.web import create_app
+
+from .factories import T0
+
+
+@pytest.fixture
+def clock():
+    return FixedClock(T0)
+
+
+@pytest.fixture
+def app(settings, db, clock):
+    return create_app(settings=settings, engine=db, clock=clock, testing=True)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def signer(settings):
+    return TokenSigner(settings.secret_key)
