@@ -118,7 +118,8 @@ class Composer:
             ("Feedback-ID", f"{self.run_id}:{self.campaign.id}:valuemail"),
         ]
         name = " ".join(p for p in (contact.first_name, contact.last_name) if p)
-        data = self._factory.build(to_addr=(name, to_email), subject=subject, text=rendered.text, html=rendered.html,
+        # The parts let the builder reuse the encoding of the template's constant text per recipient.
+        data = self._factory.build(to_addr=(name, to_email), subject=subject, text=rendered.text_parts, html=rendered.html_parts,
                                    message_id=message_id, date=now, headers=headers)
         return OutgoingMessage(envelope_from=self.settings.sender.from_email, recipient=to_email, data=data,
                                message_id=message_id, subject=subject, text=rendered.text, html=rendered.html,

@@ -1,0 +1,96 @@
+"""Sandboxed Jinja2 environments for email HTML, plain text and subjects, plus a few safe filters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+
+from jinja2 import BaseLoader, StrictUndefined, TemplateNotFound
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .faults import TemplateFault
+from .files import TemplateFiles
+
+_CURRENCY_SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "JPY": "¥", "CHF": "CHF ", "NOK": "kr ", "SEK": "kr ",
+                     "DKK": "kr. "}
+
+
+def money(value, currency: str = "EUR") -> str:
+    """`12.5, "EUR"` → `€12.50`; whole amounts drop the cents (`€10`)."""
+    if value is None or value == "":
+        return ""
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        return str(value)
+    text = f"{amount:,.0f}" if amount == amount.to_integral_value() else f"{amount:,.2f}"
+    symbol = _CURRENCY_SYMBOLS.get(str(currency).upper())
+    return f"{symbol}{text}" if symbol else f"{text} {currency}"
+
+
+def long_date(value) -> str:
+    """An ISO date (or date) as `3 April 2027`; anything else unchanged."""
+    if isinstance(value, str):
+        try:
+            value = date.fromisoformat(value[:10])
+        except ValueError:
+            return value
+    if isinstance(value, (date, datetime)):
+        return f"{value.day} {value:%B %Y}"
+    return "" if value is None else str(value)
+
+
+class SandboxLoader(BaseLoader):
+    """`{% include %}`/`{% import %}` only from the templates directory, never MJML sources.
+
+    `transform` turns a file's text into the template source (the text environment uses it to
+    derive plain text from an included HTML fragment).
+    """
+
+    def __init__(self, files: TemplateFiles, *, transform: Callable[[str, str], str] | None = None):
+        self.files = files
+        self.transform = transform
+
+    def get_source(self, environment, template: str):
+        if template.endswith(".mjml"):
+            raise TemplateNotFound(f"{template} (MJML partials are included with <mj-include>, not Jinja)")
+        try:
+            source, mtime = self.files.read(template)
+        except TemplateFault as fault:
+            raise TemplateNotFound(f"{template} ({fault.problem.message})") from None
+        if self.transform is not None:
+            source = self.transform(template, source)
+        return source, self.files.display(template), lambda: self.files.mtime(template) == mtime
+
+
+def _environment(files: TemplateFiles, *, autoescape: bool, text: bool,
+                 transform: Callable[[str, str], str] | None = None) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        autoescape=autoescape,
+        undefined=StrictUndefined,
+        loader=SandboxLoader(files, transform=transform),
+        # In the plain-text part a block tag on its own line must leave no blank line behind.
+        trim_blocks=text,
+        lstrip_blocks=text,
+        keep_trailing_newline=True,
+        auto_reload=True,
+    )
+    env.filters["money"] = money
+    env.filters["long_date"] = long_date
+    return env
+
+
+def html_environment(files: TemplateFiles) -> ImmutableSandboxedEnvironment:
+    """Autoescaping sandbox for the HTML part."""
+    return _environment(files, autoescape=True, text=False)
+
+
+def text_environment(files: TemplateFiles, *, transform: Callable[[str, str], str]) -> ImmutableSandboxedEnvironment:
+    """Non-escaping sandbox for the plain-text part; included HTML goes through `transform`."""
+    return _environment(files, autoescape=False, text=True, transform=transform)
+
+
+def subject_environment(files: TemplateFiles) -> ImmutableSandboxedEnvironment:
+    """Non-escaping sandbox for subject lines (a header, not HTML)."""
+    return _environment(files, autoescape=False, text=False)
