@@ -144,8 +144,8 @@ def register_worker(engine: Engine, worker_id: str, *, now: datetime) -> None:
 
 def heartbeat(engine: Engine, worker_id: str, *, now: datetime) -> None:
     """Tell other processes this worker is alive."""
-    with session_scope(engine) as session:
-        session.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now))
+    with engine.begin() as conn:
+        conn.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now))
 
 
 def unregister_worker(engine: Engine, worker_id: str) -> int:
@@ -190,7 +190,7 @@ def reclaim_dead_workers(engine: Engine, *, now: datetime, lease_seconds: float,
         return released
 
 
-def _release_claims(session: Session, worker_ids: Sequence[str], delivery_ids: Sequence[int] | None = None) -> int:
+def _release_claims(session, worker_ids: Sequence[str], delivery_ids: Sequence[int] | None = None) -> int:
     stmt = update(Delivery).where(Delivery.status == Q.claimed.value, Delivery.claimed_by.in_(worker_ids))
     if delivery_ids is not None:
         stmt = stmt.where(Delivery.id.in_(delivery_ids))
@@ -201,8 +201,8 @@ def release(engine: Engine, worker_id: str, delivery_ids: Sequence[int]) -> int:
     """Give claimed rows back to the queue untouched (e.g. the run was paused mid-batch)."""
     if not delivery_ids:
         return 0
-    with session_scope(engine) as session:
-        return _release_claims(session, [worker_id], delivery_ids)
+    with engine.begin() as conn:  # Core, not an ORM session: this is on the per-message path
+        return _release_claims(conn, [worker_id], delivery_ids)
 
 
 def claim(engine: Engine, *, run_id: int, worker_id: str, limit: int, now: datetime) -> list[int]:
@@ -241,8 +241,8 @@ def _mine(delivery_id: int, worker_id: str):
 def record_sent(engine: Engine, delivery_id: int, *, worker_id: str, provider: str, provider_message_id: str | None,
                 message_id: str, now: datetime) -> bool:
     """The provider accepted the message. False if the claim had been taken from this worker."""
-    with session_scope(engine) as session:
-        return session.execute(update(Delivery).where(_mine(delivery_id, worker_id)).values(
+    with engine.begin() as conn:  # Core, not an ORM session: this is on the per-message path
+        return conn.execute(update(Delivery).where(_mine(delivery_id, worker_id)).values(
             status=Q.sent.value, attempts=Delivery.attempts + 1, claimed_by=None, provider=provider,
             provider_message_id=provider_message_id, message_id=message_id, last_error=None,
             sent_at=now, updated_at=now, next_attempt_at=None,
@@ -252,13 +252,13 @@ def record_sent(engine: Engine, delivery_id: int, *, worker_id: str, provider: s
 def record_failure(engine: Engine, delivery_id: int, *, worker_id: str, provider: str, error: str,
                    now: datetime, retry_at: datetime | None, max_attempts: int, message_id: str | None = None) -> str:
     """A failed attempt: requeued for `retry_at` while attempts remain, else failed. Returns the new status."""
-    with session_scope(engine) as session:
-        attempts = session.execute(select(Delivery.attempts).where(Delivery.id == delivery_id)).scalar_one()
+    with engine.begin() as conn:  # Core, not an ORM session: this is on the per-message path
+        attempts = conn.execute(select(Delivery.attempts).where(Delivery.id == delivery_id)).scalar_one()
         final = retry_at is None or attempts + 1 >= max_attempts
         status = Q.failed.value if final else Q.queued.value
         if final and retry_at is not None:
             error = f"{error} (gave up after {attempts + 1} attempts)"
-        session.execute(update(Delivery).where(_mine(delivery_id, worker_id)).values(
+        conn.execute(update(Delivery).where(_mine(delivery_id, worker_id)).values(
             status=status, attempts=Delivery.attempts + 1, claimed_by=None, claimed_at=None, provider=provider,
             last_error=error[:1000], next_attempt_at=None if final else retry_at, updated_at=now, message_id=message_id,
         ))
@@ -269,8 +269,8 @@ def mark_skipped(engine: Engine, delivery_ids: Sequence[int], *, worker_id: str,
     """Claimed rows that must not be sent (unsubscribed or suppressed since the run began)."""
     if not delivery_ids:
         return 0
-    with session_scope(engine) as session:
-        return session.execute(update(Delivery).where(
+    with engine.begin() as conn:  # Core, not an ORM session: this is on the per-message path
+        return conn.execute(update(Delivery).where(
             Delivery.id.in_(delivery_ids), Delivery.status == Q.claimed.value, Delivery.claimed_by == worker_id,
         ).values(status=Q.skipped.value, claimed_by=None, last_error=reason, updated_at=now)).rowcount
 
