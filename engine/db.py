@@ -14,6 +14,19 @@ from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 from sqlmodel import Session
 
 
+#: Execution option marking a connection that only reads (SQLite then begins DEFERRED).
+READ_ONLY = "valuemail_read_only"
+
+
+def read_only(engine: Engine) -> Engine:
+    """The same engine, for transactions that only read (e.g. web GET requests).
+
+    A transaction begun this way that writes after all may fail with SQLITE_BUSY if another
+    writer committed meanwhile, so a handler that writes must not use it.
+    """
+    return engine.execution_options(**{READ_ONLY: True})
+
+
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout, foreign keys and serialised writers."""
     if url.startswith("sqlite"):
@@ -42,7 +55,9 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn):
         # IMMEDIATE takes the write lock up front, so a read-then-write transaction waits on the
         # busy timeout instead of failing with SQLITE_BUSY when another writer got there first.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Pure readers (see `read_only`) begin DEFERRED and never queue behind the senders.
+        mode = "DEFERRED" if conn.get_execution_options().get(READ_ONLY) else "IMMEDIATE"
+        conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 @contextmanager

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, request
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from ..clock import Clock
 from ..config import Settings
+from ..db import read_only
 from ..tokens import TokenSigner
 
 #: Renders the HTML of one delivery for "view in browser", given a session and the delivery id.
@@ -45,7 +46,10 @@ def db_session() -> Session:
     """The request's session, opened on first use; views commit explicitly, teardown rolls back the rest."""
     session = g.get("_vm_session")
     if session is None:
-        session = Session(web_context().engine, expire_on_commit=False)
+        engine = web_context().engine
+        if request.method in ("GET", "HEAD"):
+            engine = read_only(engine)  # page views never wait behind the sending workers
+        session = Session(engine, expire_on_commit=False)
         g._vm_session = session
     return session
 
