@@ -21,6 +21,7 @@ from ..campaigns.kinds import Recipient
 from ..clock import Clock
 from ..config import Settings
 from ..coupons import ensure_coupons
+from ..db import read_only
 from ..errors import InvalidFile, RenderError
 from ..models import Contact, ContactStatus, Delivery, Run, RunStatus, Suppression
 from ..providers import Outcome, Provider
@@ -67,6 +68,7 @@ class Sender:
     def __init__(self, *, engine: Engine, settings: Settings, clock: Clock, provider_factory: Callable[[], Provider],
                  renderer, on_outcome: OutcomeCallback | None = None, worker_id: str | None = None):
         self.engine = engine
+        self._reader = read_only(engine)
         self.settings = settings
         self.clock = clock
         self.provider_factory = provider_factory
@@ -240,6 +242,11 @@ class Sender:
                   recipient: Recipient, provider: Provider) -> None:
         s = self.settings.sending
         now = self.clock.now()
+        if self._unsubscribed_since_claim(email, recipient.contact_id, state.composer.test):
+            ledger.mark_skipped(self.engine, [delivery_id], worker_id=self.worker_id,
+                                reason="unsubscribed or suppressed", now=now)
+            self.on_outcome(run_id, "skipped")
+            return
         message_id = state.composer.message_id(delivery_id)
         try:
             message = state.composer.compose(delivery_id, email, contact, recipient, now=now)
@@ -266,6 +273,17 @@ class Sender:
                                        error=result.error or result.outcome.value, now=now, retry_at=retry_at,
                                        max_attempts=s.max_attempts, message_id=message_id)
         self._after(run_id, state, status if status == "failed" else "deferred", result.error)
+
+    def _unsubscribed_since_claim(self, email: str, contact_id: int, test: bool) -> bool:
+        """One indexed lookup per message, so an unsubscribe stops the very next send."""
+        suppressed = select(Suppression.id).where(Suppression.email_key == email.lower()).exists()
+        with self._reader.connect() as conn:
+            if conn.execute(select(suppressed)).scalar():
+                return True
+            if test:
+                return False
+            return conn.execute(select(Contact.status).where(Contact.id == contact_id)).scalar() != \
+                ContactStatus.subscribed.value
 
     def _after(self, run_id: int, state: _RunState, status: str, error: str | None) -> None:
         """Count the outcome; past the error threshold, pause the run for every worker."""

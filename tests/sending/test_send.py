@@ -177,3 +177,18 @@ def test_a_run_pauses_after_consecutive_errors_and_resumes(shop, project, databa
         again = cli(settings, "send", "spring-sale")
         assert again.exit_code == 0 and "resuming run #1" in again.output
         assert len(sink.messages) == 15
+
+
+def test_unknown_campaign_and_bad_test_address_are_clear_errors(shop, settings, db):
+    missing = cli(settings, "send", "autumn-sale")
+    assert missing.exit_code == 1 and "no campaign 'autumn-sale'" in missing.output and "spring-sale" in missing.output
+    bad = cli(settings, "send", "spring-sale", "--test-to", "not-an-address")
+    assert bad.exit_code == 2 and "--test-to" in bad.output
+    with Session(db) as s:
+        assert s.execute(select(func.count()).select_from(Run)).scalar() == 0
+
+
+def test_a_campaign_with_no_matching_contacts_finishes_empty(shop, settings, db):
+    result = cli(settings, "send", "spring-sale")
+    assert result.exit_code == 0, result.output
+    assert "0 recipients" in result.output and "run #1 (finished)" in result.output
