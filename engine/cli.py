@@ -39,7 +39,8 @@ class ValuemailGroup(click.Group):
 def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     """Valuemail: email-newsletter value campaigns."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    for noisy in ("alembic", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     ctx.ensure_object(dict)
 
     def build() -> Runtime:
@@ -48,13 +49,37 @@ def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     ctx.obj["build_runtime"] = build
 
 
-def get_runtime(ctx: click.Context) -> Runtime:
-    """The process's Runtime, built on first use so `--help` never touches the database."""
+def get_runtime(ctx: click.Context, *, migrated: bool = True) -> Runtime:
+    """The process's Runtime, built on first use so `--help` never touches the database.
+
+    With `migrated` (the default) a database without the current schema is a clear error
+    rather than a traceback from the first query.
+    """
     root = ctx.find_root()
     if "runtime" not in root.obj:
         root.obj["runtime"] = root.obj["build_runtime"]()
         root.call_on_close(root.obj["runtime"].close)
-    return root.obj["runtime"]
+    runtime = root.obj["runtime"]
+    if migrated and not root.obj.get("schema_checked"):
+        require_current_schema(runtime)
+        root.obj["schema_checked"] = True
+    return runtime
+
+
+def require_current_schema(runtime: Runtime) -> None:
+    """Raise when the database is empty or behind the code's migrations."""
+    from .migrate import current, head
+
+    url = runtime.engine.url.render_as_string(hide_password=True)
+    try:
+        revision = current(runtime.engine)
+    except Exception as exc:  # an unreachable server or a bad URL: say which
+        raise ValuemailError(f"cannot open the database {url}: {exc}") from None
+    if revision is None:
+        raise ValuemailError(f"the database {url} has no tables yet: run `valuemail db upgrade` first")
+    if revision != head():
+        raise ValuemailError(f"the database {url} is at schema {revision}, this version needs {head()}: "
+                             "run `valuemail db upgrade`")
 
 
 for _name in COMMAND_MODULES:

@@ -21,7 +21,7 @@ def db() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
     """Apply migrations up to the newest schema."""
-    runtime = get_runtime(ctx)
+    runtime = get_runtime(ctx, migrated=False)
     upgrade(runtime.engine)
     click.echo(f"database at revision {current(runtime.engine)} ({runtime.engine.url.render_as_string()})")
 
@@ -30,4 +30,4 @@ def db_upgrade(ctx: click.Context) -> None:
 @click.pass_context
 def db_current(ctx: click.Context) -> None:
     """Print the schema revision the database is at."""
-    click.echo(current(get_runtime(ctx).engine) or "(empty database)")
+    click.echo(current(get_runtime(ctx, migrated=False).engine) or "(empty database)")

@@ -41,7 +41,7 @@ def run(ctx: click.Context, demo: bool, host: str | None, port: int | None) -> N
 
     from ..web import create_app
 
-    runtime = get_runtime(ctx)
+    runtime = get_runtime(ctx, migrated=False)
     settings = runtime.settings
     if demo:
         upgrade(runtime.engine)

@@ -32,7 +32,7 @@ def register(main: click.Group) -> None:
 @click.pass_context
 def validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     """Check settings, segments, campaigns and templates (every variant compiles and renders)."""
-    runtime = get_runtime(ctx)  # loading the settings already validated config.toml
+    runtime = get_runtime(ctx, migrated=False)  # loading the settings already validated config.toml
     settings = runtime.settings
     problems: list[Problem] = []
     segments_path = settings.campaigns_dir / SEGMENTS_FILE
