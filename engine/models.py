@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any, Optional
 
-from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Column, ForeignKey, Index, Integer, String, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 from .db import UTCDateTime
@@ -142,6 +142,7 @@ class Run(SQLModel, table=True):
     occurrence_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     status: str = Field(default=RunStatus.populating.value, sa_column=Column(String(16), nullable=False, index=True))
     is_test: bool = Field(default=False)
+    transactional: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))  # replies a recipient asked for: exempt from the frequency cap
     definition: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # campaign as sent
     populate_cursor: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
     total: int = Field(default=0)
@@ -172,6 +173,7 @@ class Delivery(SQLModel, table=True):
     provider: Optional[str] = Field(default=None, sa_column=Column(String(40)))
     provider_message_id: Optional[str] = Field(default=None, sa_column=Column(String(255)))
     last_error: Optional[str] = Field(default=None, sa_column=Column(String(1000)))
+    data: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False, server_default="{}"))  # trigger context
     created_at: Optional[datetime] = _ts(nullable=False)
     sent_at: Optional[datetime] = _ts()
     updated_at: Optional[datetime] = _ts(nullable=False)
@@ -205,6 +207,7 @@ class Coupon(SQLModel, table=True):
     contact_id: int = Field(sa_column=Column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False))
     created_at: Optional[datetime] = _ts(nullable=False)
     redeemed_at: Optional[datetime] = _ts()
+    order_id: Optional[int] = Field(default=None, sa_column=Column(BigId, ForeignKey("orders.id", ondelete="SET NULL")))
 
     __table_args__ = (UniqueConstraint("campaign_id", "contact_id", name="uq_coupons_campaign_contact"),)
 
@@ -219,3 +222,144 @@ class Worker(SQLModel, table=True):
     pid: int = Field(default=0)
     started_at: Optional[datetime] = _ts(nullable=False)
     heartbeat_at: Optional[datetime] = _ts(nullable=False)
+
+
+# -- issue 3: the scheduler, triggers and the campaign kinds' own data ------------------------------
+
+class Lease(SQLModel, table=True):
+    """A named lease held by one process at a time (e.g. the active scheduler)."""
+
+    __tablename__ = "leases"
+
+    name: str = Field(sa_column=Column(String(100), primary_key=True))
+    holder: str = Field(sa_column=Column(String(100), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class TriggerSend(SQLModel, table=True):
+    """One triggered occurrence for one contact (an order's survey, a trial's drip step): never twice."""
+
+    __tablename__ = "trigger_sends"
+
+    id: Optional[int] = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    campaign_id: str = Field(sa_column=Column(String(200), ForeignKey("campaigns.id"), nullable=False))
+    trigger_key: str = Field(sa_column=Column(String(200), nullable=False))
+    contact_id: int = Field(sa_column=Column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False))
+    run_id: int = Field(sa_column=Column(BigId, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False))
+    due_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    created_at: Optional[datetime] = _ts(nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "trigger_key", name="uq_trigger_sends_key"),
+        Index("ix_trigger_sends_contact", "contact_id"),
+    )
+
+
+class PointsEntry(SQLModel, table=True):
+    """The loyalty points ledger: signed entries, each unique by its source, so nothing doubles."""
+
+    __tablename__ = "points_ledger"
+
+    id: Optional[int] = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    contact_id: int = Field(sa_column=Column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False))
+    kind: str = Field(sa_column=Column(String(16), nullable=False))  # earn welcome redeem expire reverse adjust
+    points: int = Field(sa_column=Column(BigInteger, nullable=False))
+    order_id: Optional[int] = Field(default=None, sa_column=Column(BigId, ForeignKey("orders.id", ondelete="SET NULL")))
+    source_key: str = Field(sa_column=Column(String(200), nullable=False, unique=True))
+    occurred_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    expires_at: Optional[datetime] = _ts()
+    note: str = Field(default="", sa_column=Column(String(500), nullable=False, server_default=""))
+    created_at: Optional[datetime] = _ts(nullable=False)
+
+    __table_args__ = (Index("ix_points_contact_occurred", "contact_id", "occurred_at"),)
+
+
+class ContentItem(SQLModel, table=True):
+    """A knowledge_sharing item (course, forum, blog, tip) from the campaign file or a feed."""
+
+    __tablename__ = "content_items"
+
+    id: Optional[int] = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    campaign_id: str = Field(sa_column=Column(String(200), ForeignKey("campaigns.id"), nullable=False))
+    item_key: str = Field(sa_column=Column(String(500), nullable=False))  # feed guid or url
+    type: str = Field(sa_column=Column(String(20), nullable=False))
+    title: str = Field(sa_column=Column(String(500), nullable=False))
+    url: str = Field(sa_column=Column(String(2000), nullable=False))
+    summary: str = Field(default="", sa_column=Column(String(4000), nullable=False, server_default=""))
+    image_url: str = Field(default="", sa_column=Column(String(2000), nullable=False, server_default=""))
+    source: str = Field(sa_column=Column(String(20), nullable=False))  # file | feed
+    published_at: Optional[datetime] = _ts()
+    fetched_at: Optional[datetime] = _ts(nullable=False)
+
+    __table_args__ = (UniqueConstraint("campaign_id", "item_key", name="uq_content_items_key"),)
+
+
+class ItemSend(SQLModel, table=True):
+    """An item chosen for a contact's digest: the unique key is what keeps it from repeating."""
+
+    __tablename__ = "item_sends"
+
+    id: Optional[int] = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    contact_id: int = Field(sa_column=Column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False))
+    item_id: int = Field(sa_column=Column(BigId, ForeignKey("content_items.id", ondelete="CASCADE"), nullable=False))
+    delivery_id: int = Field(sa_column=Column(BigId, ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False))
+    created_at: Optional[datetime] = _ts(nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("contact_id", "item_id", name="uq_item_sends_contact_item"),
+        Index("ix_item_sends_delivery", "delivery_id"),
+    )
+
+
+class SurveyResponse(SQLModel, table=True):
+    """One response per survey invitation (delivery); answers also stored one row per question."""
+
+    __tablename__ = "survey_responses"
+
+    id: Optional[int] = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    delivery_id: int = Field(sa_column=Column(BigId, ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False, unique=True))
+    campaign_id: str = Field(sa_column=Column(String(200), ForeignKey("campaigns.id"), nullable=False))
+    contact_id: int = Field(sa_column=Column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False))
+    order_id: Optional[int] = Field(default=None, sa_column=Column(BigId, ForeignKey("orders.id", ondelete="SET NULL")))
+    first_answered_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    submitted_at: Optional[datetime] = _ts()
+    updated_at: Optional[datetime] = _ts(nullable=False)
+
+    __table_args__ = (Index("ix_survey_responses_campaign_answered", "campaign_id", "first_answered_at"),)
+
+
+class SurveyAnswer(SQLModel, table=True):
+    __tablename__ = "survey_answers"
+
+    response_id: int = Field(sa_column=Column(BigId, ForeignKey("survey_responses.id", ondelete="CASCADE"), primary_key=True))
+    question: str = Field(sa_column=Column(String(100), primary_key=True))
+    value_number: Optional[float] = Field(default=None)
+    value_text: Optional[str] = Field(default=None, sa_column=Column(String(4000)))
+
+
+class Contest(SQLModel, table=True):
+    """A contest's draw commitment (fixed when it opens), the revealed seed and the winners."""
+
+    __tablename__ = "contests"
+
+    campaign_id: str = Field(sa_column=Column(String(200), ForeignKey("campaigns.id"), primary_key=True))
+    seed_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    seed: Optional[str] = Field(default=None, sa_column=Column(String(128)))  # secret until the draw
+    opened_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    drawn_at: Optional[datetime] = _ts()
+    winners: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class ContestEntry(SQLModel, table=True):
+    __tablename__ = "contest_entries"
+
+    id: Optional[int] = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    campaign_id: str = Field(sa_column=Column(String(200), ForeignKey("campaigns.id"), nullable=False))
+    contact_id: int = Field(sa_column=Column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False))
+    referred_by: Optional[int] = Field(default=None, sa_column=Column(BigId, ForeignKey("contacts.id", ondelete="SET NULL")))
+    entered_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "contact_id", name="uq_contest_entries_contact"),
+        Index("ix_contest_entries_referred_by", "campaign_id", "referred_by"),
+    )

@@ -1,13 +1,32 @@
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import inspect
+from sqlmodel import SQLModel
 
-from engine.migrate import current
+from engine.migrate import alembic_config, current, head
 
 
 def test_migrations_create_every_table(db):
     names = set(inspect(db).get_table_names())
     assert {"contacts", "contact_tags", "orders", "events", "campaigns", "runs", "deliveries",
-            "suppressions", "coupons", "workers", "alembic_version"} <= names
+            "suppressions", "coupons", "workers", "alembic_version", "leases", "trigger_sends", "points_ledger",
+            "content_items", "item_sends", "survey_responses", "survey_answers", "contests",
+            "contest_entries"} <= names
+    assert current(db) == head()
+
+
+def test_the_migrated_schema_matches_the_models(db):
+    with db.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
+
+
+def test_migrations_downgrade_and_upgrade_again(db):
+    cfg = alembic_config(db.url.render_as_string(hide_password=False))
+    command.downgrade(cfg, "0001")
     assert current(db) == "0001"
+    command.upgrade(cfg, "head")
+    assert current(db) == head()
 
 
 def test_ledger_is_unique_per_run_and_contact(db):

@@ -94,7 +94,8 @@ def load_campaign(path: Path, *, settings: Settings, segment_names: Iterable[str
     section_raw = data.pop(section_key, None) if section_key else None
     if kind is None and isinstance(kind_name, str):
         if kind_name in ALL_KINDS:
-            problem(("kind",), f"kind '{kind_name}' is not supported yet (supported: seasonal_discount)")
+            supported = ", ".join(k for k in ALL_KINDS if get_kind(k) is not None)
+            problem(("kind",), f"kind '{kind_name}' is not supported yet (supported: {supported})")
         else:
             problem(("kind",), f"unknown kind '{kind_name}' (one of {', '.join(ALL_KINDS)})")
         raise CampaignError(problems)
@@ -127,6 +128,10 @@ def load_campaign(path: Path, *, settings: Settings, segment_names: Iterable[str
         raise CampaignError(problems)
     section_raw = {"currency": settings.ltv.default_currency, **section_raw} if "currency" in kind.section_model.model_fields else section_raw
     base_section = _validate_section(kind, section_raw, doc, (section_key,), problems)
+    if base_section is not None:
+        message = kind.check_schedule(base_section, schedule)
+        if message:
+            problem(("schedule",), f"'schedule': {message}")
     if base_section is not None and today is not None:
         for key, message in kind.check(base_section, today=today):
             problem((section_key,) + key, f"'{section_key}.{'.'.join(map(str, key))}': {message}")

@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 
 _DELAY = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-TRIGGERS = ("order", "event")
+#: Trigger names a schedule may use; each kind says which it accepts (`Kind.check_schedule`).
+TRIGGERS = ("order", "event", "reward")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ The sending code builds one such dict per recipient; templates are written again
     sender:   {from_name, from_email, postal_address}
     links:    {unsubscribe, preferences, view_in_browser, shop}
     preheader: str (optional; test with `preheader is defined`)
+    lang:     the recipient's language (ISO 639-1) where the strings have it, else "en"
+    t:        translated strings for `lang` (templates/emails/strings/common.toml + <kind>.toml)
 """
 
 from __future__ import annotations
@@ -127,9 +129,16 @@ _KIND: dict[str, dict[str, Any]] = {
 }
 
 
-def sample_context(kind: str) -> dict[str, Any]:
-    """A realistic fake recipient's context for a campaign kind (a fresh copy each call)."""
+def sample_context(kind: str, *, templates_dir=None, language: str = "en") -> dict[str, Any]:
+    """A realistic fake recipient's context for a campaign kind (a fresh copy each call).
+
+    With `templates_dir`, `t` holds that project's strings for `language`; else it is empty.
+    """
+    from .strings import Strings
+
     context = copy.deepcopy(_COMMON)
+    context["lang"] = language
+    context["t"] = Strings(templates_dir).for_language(kind, language) if templates_dir else {}
     context["campaign"] = {"id": "sample", "name": "Sample campaign", "kind": kind, "values": []}
     context.update(copy.deepcopy(_KIND.get(kind, {})))
     return context

@@ -80,6 +80,9 @@ class _Converter(HTMLParser):
 
     def _statement(self, word: str) -> None:
         if self._newlines == 0 and self._pending == 0:
+            if self._space:  # white space before an inline statement is the text's own
+                self._write(" ")
+                self._space = False
             self._write(word)  # mid-line: stays inline
             return
         # Line breaks owed to what came before are written first, outside the block, so

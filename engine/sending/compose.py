@@ -13,6 +13,7 @@ from ..campaigns import CampaignDefinition
 from ..campaigns.kinds import Recipient
 from ..config import Settings
 from ..providers import OutgoingMessage
+from ..rendering.strings import FALLBACK, Strings
 from ..tokens import TokenSigner, recipient_links
 
 
@@ -62,6 +63,7 @@ class Composer:
         self._secret = settings.secret_key.encode()
         self._renderer = renderer
         self._compiled: dict[str, Any] = {}
+        self._strings = Strings(settings.templates_dir)
         self._factory = MessageFactory(
             from_addr=(sender.from_name, sender.from_email),
             reply_to=sender.reply_to or None,
@@ -93,7 +95,10 @@ class Composer:
         context = dict(self._static)
         context.update(self.campaign.kind.context(variant.section, recipient))
         links["shop"] = (context.get("offer") or {}).get("url") or getattr(variant.section, "url", "") or self.settings.app.base_url
+        language = contact.language if contact.language in self._strings.languages(self.campaign.kind_name) else FALLBACK
         context.update({
+            "lang": language,
+            "t": self._strings.for_language(self.campaign.kind_name, language),
             "contact": contact.as_context(ltv=recipient.ltv, orders_count=recipient.orders_count),
             "segment": recipient.segment,
             "preheader": variant.preheader,

@@ -43,7 +43,7 @@ def collect(html: str) -> _Collect:
 
 
 def test_renders_the_offer_with_one_call_to_action(compiled):
-    ctx = sample_context("seasonal_discount")
+    ctx = sample_context("seasonal_discount", templates_dir=TEMPLATES)
     out = compiled.render(ctx)
     assert out.subject == "Anneke, 15% off this spring"
     html = out.html
@@ -61,7 +61,7 @@ def test_renders_the_offer_with_one_call_to_action(compiled):
 
 
 def test_footer_carries_what_every_message_must(compiled):
-    ctx = sample_context("seasonal_discount")
+    ctx = sample_context("seasonal_discount", templates_dir=TEMPLATES)
     out = compiled.render(ctx)
     hrefs = [a.get("href") for a in collect(out.html).links]
     for key in ("unsubscribe", "preferences", "view_in_browser"):
@@ -72,7 +72,7 @@ def test_footer_carries_what_every_message_must(compiled):
 
 
 def test_accessible_markup(compiled):
-    out = compiled.render(sample_context("seasonal_discount"))
+    out = compiled.render(sample_context("seasonal_discount", templates_dir=TEMPLATES))
     page = collect(out.html)
     assert page.html_lang == "en"
     assert page.images and all("alt" in img for img in page.images)
@@ -83,7 +83,7 @@ def test_accessible_markup(compiled):
 
 
 def test_no_tracking_pixels_or_remote_fonts(compiled):
-    out = compiled.render(sample_context("seasonal_discount"))
+    out = compiled.render(sample_context("seasonal_discount", templates_dir=TEMPLATES))
     for img in collect(out.html).images:
         assert img["src"].startswith("https://example.com/")
         assert img.get("width") not in ("1", "0") and img.get("height") not in ("1", "0")
@@ -91,7 +91,7 @@ def test_no_tracking_pixels_or_remote_fonts(compiled):
 
 
 def test_amount_offer_without_products_min_order_or_start(compiled):
-    ctx = sample_context("seasonal_discount")
+    ctx = sample_context("seasonal_discount", templates_dir=TEMPLATES)
     ctx["offer"].update(percent=None, amount=10.0, min_order=None, valid_from=None, products=[], tier="Gold",
                         headline=None)
     out = compiled.render(ctx)
@@ -105,7 +105,7 @@ def test_amount_offer_without_products_min_order_or_start(compiled):
 
 
 def test_offer_without_a_code(compiled):
-    ctx = sample_context("seasonal_discount")
+    ctx = sample_context("seasonal_discount", templates_dir=TEMPLATES)
     ctx["offer"]["code"] = ""
     out = compiled.render(ctx)
     assert "Your discount code" not in out.html and "code-box" not in out.html
@@ -114,7 +114,7 @@ def test_offer_without_a_code(compiled):
 
 
 def test_plain_text_reads_well(compiled):
-    text = compiled.render(sample_context("seasonal_discount")).text
+    text = compiled.render(sample_context("seasonal_discount", templates_dir=TEMPLATES)).text
     assert text.startswith("Spring is here — and so is your discount\n\nHi Anneke,\n")
     assert "Hi Anneke," in text
     assert "SPRING-7K3Q-M2XD" in text
@@ -127,7 +127,7 @@ def test_plain_text_reads_well(compiled):
 def test_validate_finds_no_problems():
     renderer = Renderer(TEMPLATES)
     for name in ("seasonal_discount.mjml", "bench_newsletter.mjml"):
-        assert renderer.check(name, subject=SUBJECT, context=sample_context("seasonal_discount")) == []
+        assert renderer.check(name, subject=SUBJECT, context=sample_context("seasonal_discount", templates_dir=TEMPLATES)) == []
 
 
 def test_rendered_mail_builds_into_a_clean_mime_message(compiled):
@@ -137,7 +137,7 @@ def test_rendered_mail_builds_into_a_clean_mime_message(compiled):
 
     from engine.mime import MessageFactory
 
-    ctx = sample_context("seasonal_discount")
+    ctx = sample_context("seasonal_discount", templates_dir=TEMPLATES)
     ctx["contact"]["first_name"] = "Zoë"
     out = compiled.render(ctx)
     factory = MessageFactory(from_addr=("Example Shop", "news@example.com"))
@@ -151,3 +151,11 @@ def test_rendered_mail_builds_into_a_clean_mime_message(compiled):
         assert msg["Subject"] == "Zoë, 15% off this spring"
         assert msg.get_body(("html",)).get_content().replace("\r\n", "\n") == out.html
         assert msg.get_body(("plain",)).get_content().replace("\r\n", "\n") == out.text
+
+
+def test_dutch_recipients_get_dutch_strings_and_lang(compiled):
+    out = compiled.render(sample_context("seasonal_discount", templates_dir=TEMPLATES, language="nl"))
+    assert '<html lang="nl"' in out.html
+    assert "Nu shoppen" in out.html and "Afmelden" in out.html and "Je kortingscode" in out.text
+    english = compiled.render(sample_context("seasonal_discount", templates_dir=TEMPLATES))
+    assert "Shop now" in english.html and "Unsubscribe" in english.text

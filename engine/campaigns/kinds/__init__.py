@@ -1,18 +1,36 @@
-"""The registry of campaign kinds."""
+"""The registry of campaign kinds: one module per kind under this package."""
 
 from __future__ import annotations
 
-from .base import Kind, Recipient, SectionModel
-from .seasonal_discount import SeasonalDiscount
+import importlib
 
-#: Kinds named by the product; those without an implementation yet are refused clearly.
-ALL_KINDS = ("loyalty_points", "seasonal_discount", "demo_access", "knowledge_sharing",
-             "post_purchase_survey", "contest")
+from .base import BaseKind, Due, Kind, KindContext, Recipient, SectionModel
+
+#: Kinds named by the product, and the class implementing each.
+IMPLEMENTATIONS = {
+    "loyalty_points": "loyalty_points:LoyaltyPoints",
+    "seasonal_discount": "seasonal_discount:SeasonalDiscount",
+    "demo_access": "demo_access:DemoAccess",
+    "knowledge_sharing": "knowledge_sharing:KnowledgeSharing",
+    "post_purchase_survey": "post_purchase_survey:PostPurchaseSurvey",
+    "contest": "contest:Contest",
+}
+ALL_KINDS = tuple(IMPLEMENTATIONS)
 
 
 def get_kind(name: str) -> Kind | None:
-    """The implementation of kind `name`, or None when it is not supported yet."""
-    return {"seasonal_discount": SeasonalDiscount}.get(name, lambda: None)()
+    """The implementation of kind `name`, or None when it is unknown or not built yet."""
+    target = IMPLEMENTATIONS.get(name)
+    if target is None:
+        return None
+    module_name, class_name = target.split(":")
+    try:
+        module = importlib.import_module(f"{__name__}.{module_name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{module_name}":
+            raise
+        return None
+    return getattr(module, class_name)()
 
 
-__all__ = ["ALL_KINDS", "Kind", "Recipient", "SectionModel", "get_kind"]
+__all__ = ["ALL_KINDS", "BaseKind", "Due", "Kind", "KindContext", "Recipient", "SectionModel", "get_kind"]

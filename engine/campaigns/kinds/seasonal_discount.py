@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Optional
 import pycountry
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from .base import Recipient, SectionModel
+from .base import BaseKind, Recipient, SectionModel
 
 _SHARED_CODE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{2,39}$")
 
@@ -118,7 +118,7 @@ class Offer(SectionModel):
         return self
 
 
-class SeasonalDiscount:
+class SeasonalDiscount(BaseKind):
     """Discounts with a validity window, a minimum order, shared or unique codes and spend tiers."""
 
     name: ClassVar[str] = "seasonal_discount"
@@ -165,5 +165,3 @@ class SeasonalDiscount:
             }
         }
 
-    def sample_recipient_extra(self, section: Offer) -> dict[str, Any]:
-        return {}
