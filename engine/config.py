@@ -118,6 +118,8 @@ class SendingSettings(_Section):
     retry_max_seconds: float = Field(3600, ge=0)
     pause_after_errors: int = Field(25, ge=0)  # consecutive failures before a run pauses; 0 = never
     lease_seconds: float = Field(120, gt=0)  # a worker silent this long is presumed dead
+    max_per_day: int = Field(2, ge=0)  # marketing mails per contact per 24 h, all campaigns (0 = no cap)
+    max_per_week: int = Field(5, ge=0)  # ... and per 7 days
 
 
 class LtvSettings(_Section):

@@ -42,6 +42,7 @@ class CampaignDefinition:
     segments: tuple[str, ...]
     schedule: Schedule | None
     variants: dict[str, Variant]
+    section: Any  # the kind's section without per-segment overrides (what campaign-wide hooks use)
     raw: dict[str, Any] = field(repr=False)
     source: str = field(default="", repr=False)  # the file's text, stored with each run
 

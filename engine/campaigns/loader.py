@@ -156,7 +156,7 @@ def load_campaign(path: Path, *, settings: Settings, segment_names: Iterable[str
     return CampaignDefinition(
         id=campaign_id, path=path, name=common.name, kind_name=kind_name, kind=kind,
         values=tuple(common.values), segments=tuple(common.segments), schedule=schedule,
-        variants=variants, raw=doc.data, source=doc.text,
+        variants=variants, section=base_section, raw=doc.data, source=doc.text,
     )
 
 

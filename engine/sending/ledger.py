@@ -68,10 +68,16 @@ def last_finished_run(session: Session, campaign_id: str) -> Run | None:
     ).scalars().first()
 
 
-def create_run(session: Session, campaign, *, occurrence_at: datetime, now: datetime, is_test: bool = False) -> tuple[Run, bool]:
-    """The run for (campaign, occurrence): created now, or the existing one. Returns (run, created)."""
+def create_run(session: Session, campaign, *, occurrence_at: datetime, now: datetime, is_test: bool = False,
+               transactional: bool = False) -> tuple[Run, bool]:
+    """The run for (campaign, occurrence): created now, or the existing one. Returns (run, created).
+
+    `transactional` runs carry mail a recipient asked for (e.g. a contest win) and are exempt
+    from the frequency cap.
+    """
     stmt = _insert(session, Run).values(
         campaign_id=campaign.id, occurrence_at=occurrence_at, status=RunStatus.populating.value, is_test=is_test,
+        transactional=transactional,
         definition=campaign.as_json(), populate_cursor=0, total=0, pause_reason="", created_at=now,
     ).on_conflict_do_nothing(index_elements=["campaign_id", "occurrence_at"]).returning(Run.id)
     created = session.execute(stmt).scalar() is not None

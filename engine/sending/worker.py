@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from .. import ltv
 from ..campaigns import load_campaign
-from ..campaigns.kinds import Recipient
+from ..campaigns.kinds import KindContext, Recipient
 from ..clock import Clock
 from ..config import Settings
 from ..coupons import ensure_coupons
@@ -26,12 +26,15 @@ from ..errors import InvalidFile, RenderError
 from ..models import Contact, ContactStatus, Delivery, Run, RunStatus, Suppression
 from ..providers import Outcome, Provider
 from ..tokens import TokenSigner
-from . import ledger
+from . import frequency, ledger
 from .compose import Composer, ContactData
 
 log = logging.getLogger(__name__)
 
 OutcomeCallback = Callable[[int, str], None]
+
+SKIP_UNSUBSCRIBED = "unsubscribed or suppressed"
+SKIP_CAPPED = "frequency cap"
 
 
 class RateLimiter:
@@ -195,35 +198,55 @@ class Sender:
         now = self.clock.now()
         with Session(self.engine, expire_on_commit=False) as session:
             rows = session.execute(
-                select(Delivery.id, Delivery.email, Delivery.segment, Contact, Run.is_test)
+                select(Delivery.id, Delivery.email, Delivery.segment, Delivery.data, Contact, Run.is_test, Run.transactional)
                 .join(Contact, Contact.id == Delivery.contact_id).join(Run, Run.id == Delivery.run_id)
                 .where(Delivery.id.in_(ids)).order_by(Delivery.id)
             ).all()
-            keys = {email.lower() for _, email, _, _, _ in rows}
-            suppressed = set(session.execute(select(Suppression.email_key).where(Suppression.email_key.in_(keys))).scalars())
-            skip = [d for d, email, _, contact, is_test in rows
-                    if email.lower() in suppressed or (not is_test and contact.status != ContactStatus.subscribed.value)]
-            rows = [r for r in rows if r[0] not in skip]
-            contact_ids = [r[3].id for r in rows]
+            skips = self._unsendable(session, rows, now)
+            rows = [r for r in rows if r[0] not in skips]
+            contact_ids = [r[4].id for r in rows]
             stats = ltv.stats_for_contacts(session, contact_ids, now=now, settings=self.settings)
             spend = self._spend(session, campaign, rows, contact_ids, now)
             coupons = self._coupons(session, campaign, rows, contact_ids, now)
+            recipients = {}
+            for delivery_id, email, segment, data, contact, _, _ in rows:
+                stat = stats.get(contact.id)
+                recipients[delivery_id] = Recipient(
+                    contact_id=contact.id, email=email, segment=segment, delivery_id=delivery_id,
+                    language=contact.language, data=dict(data or {}),
+                    ltv=float(stat.ltv) if stat else 0.0, orders_count=int(stat.orders_count) if stat else 0,
+                    spend=spend.get(contact.id, Decimal(0)), coupon=coupons.get(contact.id),
+                )
+            ctx = KindContext(campaign_id=campaign.id, now=now, settings=self.settings, run_id=run_id)
+            for segment in {r.segment for r in recipients.values()}:
+                group = [r for r in recipients.values() if r.segment == segment]
+                skips.update(campaign.kind.prepare(campaign.variant(segment).section, session, ctx, group))
             session.commit()
-        if skip:
-            ledger.mark_skipped(self.engine, skip, worker_id=self.worker_id, reason="unsubscribed or suppressed", now=now)
-            for _ in skip:
+        for reason in set(skips.values()):
+            chosen = [d for d, why in skips.items() if why == reason]
+            ledger.mark_skipped(self.engine, chosen, worker_id=self.worker_id, reason=reason, now=now)
+            for _ in chosen:
                 self.on_outcome(run_id, "skipped")
-        for position, (delivery_id, email, segment, contact, _) in enumerate(rows):
+        rows = [r for r in rows if r[0] not in skips]
+        for position, (delivery_id, email, _, _, contact, _, _) in enumerate(rows):
             if self.stop.is_set() or state.paused:
                 ledger.release(self.engine, self.worker_id, [r[0] for r in rows[position:]])
                 return
-            stat = stats.get(contact.id)
-            recipient = Recipient(
-                contact_id=contact.id, email=email, segment=segment,
-                ltv=float(stat.ltv) if stat else 0.0, orders_count=int(stat.orders_count) if stat else 0,
-                spend=spend.get(contact.id, Decimal(0)), coupon=coupons.get(contact.id),
-            )
-            self._send_one(run_id, state, delivery_id, email, _contact_data(contact), recipient, provider)
+            self._send_one(run_id, state, delivery_id, email, _contact_data(contact), recipients[delivery_id], provider)
+
+    def _unsendable(self, session, rows, now) -> dict[int, str]:
+        """Deliveries of the batch that must not go out, with the reason: suppressed, unsubscribed, capped."""
+        keys = {email.lower() for _, email, *_ in rows}
+        suppressed = set(session.execute(select(Suppression.email_key).where(Suppression.email_key.in_(keys))).scalars())
+        skips = {}
+        for delivery_id, email, _, _, contact, is_test, _ in rows:
+            if email.lower() in suppressed or (not is_test and contact.status != ContactStatus.subscribed.value):
+                skips[delivery_id] = SKIP_UNSUBSCRIBED
+        marketing = [r for r in rows if r[0] not in skips and not r[5] and not r[6]]
+        if marketing:
+            capped = frequency.over_cap(session, [r[4].id for r in marketing], now=now, settings=self.settings)
+            skips.update({r[0]: SKIP_CAPPED for r in marketing if r[4].id in capped})
+        return skips
 
     def _spend(self, session, campaign, rows, contact_ids, now) -> dict[int, Decimal]:
         periods = {campaign.kind.spend_period_days(campaign.variant(r[2]).section) for r in rows} - {None}
@@ -232,7 +255,7 @@ class Sender:
         return ltv.spend_since(session, contact_ids, now - timedelta(days=max(periods)))
 
     def _coupons(self, session, campaign, rows, contact_ids, now) -> dict[int, str]:
-        wanting = [r[3].id for r in rows if campaign.kind.needs_unique_coupon(campaign.variant(r[2]).section)]
+        wanting = [r[4].id for r in rows if campaign.kind.needs_unique_coupon(campaign.variant(r[2]).section)]
         if not wanting:
             return {}
         prefix = getattr(campaign.variant(rows[0][2]).section, "code_prefix", "")
@@ -243,8 +266,7 @@ class Sender:
         s = self.settings.sending
         now = self.clock.now()
         if self._unsubscribed_since_claim(email, recipient.contact_id, state.composer.test):
-            ledger.mark_skipped(self.engine, [delivery_id], worker_id=self.worker_id,
-                                reason="unsubscribed or suppressed", now=now)
+            ledger.mark_skipped(self.engine, [delivery_id], worker_id=self.worker_id, reason=SKIP_UNSUBSCRIBED, now=now)
             self.on_outcome(run_id, "skipped")
             return
         message_id = state.composer.message_id(delivery_id)
