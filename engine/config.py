@@ -128,6 +128,13 @@ class LtvSettings(_Section):
     default_currency: str = "EUR"
 
 
+class SchedulerSettings(_Section):
+    tick_seconds: float = Field(30, gt=0)  # how often `valuemail run` looks for due occurrences
+    catch_up_hours: float = Field(24, ge=0)  # an at/cron occurrence missed by longer is skipped
+    trigger_window_days: float = Field(3, gt=0)  # triggered sends due longer ago are never sent
+    lease_seconds: float = Field(90, gt=0)  # the active scheduler's lease; another takes over after
+
+
 class WebSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -141,6 +148,7 @@ class Settings(_Section):
     provider: ProviderSettings = ProviderSettings()
     sending: SendingSettings = SendingSettings()
     ltv: LtvSettings = LtvSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
     web: WebSettings = WebSettings()
 
     # Resolved at load time, not read from the file.
@@ -183,7 +191,7 @@ class Settings(_Section):
         return ZoneInfo(self.app.timezone)
 
 
-_FILE_KEYS = ("app", "database", "paths", "sender", "provider", "sending", "ltv", "web")
+_FILE_KEYS = ("app", "database", "paths", "sender", "provider", "sending", "ltv", "scheduler", "web")
 
 
 def load_settings(path: str | Path | None = None, *, env: dict[str, str] | None = None, secret_key: str | None = None) -> Settings:

@@ -41,6 +41,7 @@ class CampaignDefinition:
     values: tuple[str, ...]
     segments: tuple[str, ...]
     schedule: Schedule | None
+    local_time: bool
     variants: dict[str, Variant]
     section: Any  # the kind's section without per-segment overrides (what campaign-wide hooks use)
     raw: dict[str, Any] = field(repr=False)

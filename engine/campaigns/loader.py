@@ -35,6 +35,7 @@ class CommonKeys(BaseModel):
     preheader: str = ""
     segments: list[str]
     schedule: dict[str, Any] | None = None
+    local_time: bool = False
 
     @field_validator("name", "subject", "template")
     @classmethod
@@ -116,6 +117,8 @@ def load_campaign(path: Path, *, settings: Settings, segment_names: Iterable[str
             schedule = parse_schedule(common.schedule, settings.tz)
         except ValueError as exc:
             problem(("schedule",), f"'schedule': {exc}")
+    if common.local_time and (schedule is None or schedule.kind != "at"):
+        problem(("local_time",), "'local_time': delivery in the recipient's local time needs an `at` schedule")
     template_problem = _check_template_name(common.template, settings.templates_dir)
     if template_problem:
         problem(("template",), template_problem)
@@ -155,7 +158,7 @@ def load_campaign(path: Path, *, settings: Settings, segment_names: Iterable[str
         raise CampaignError(problems)
     return CampaignDefinition(
         id=campaign_id, path=path, name=common.name, kind_name=kind_name, kind=kind,
-        values=tuple(common.values), segments=tuple(common.segments), schedule=schedule,
+        values=tuple(common.values), segments=tuple(common.segments), schedule=schedule, local_time=common.local_time,
         variants=variants, section=base_section, raw=doc.data, source=doc.text,
     )
 

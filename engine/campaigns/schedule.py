@@ -18,6 +18,7 @@ class Schedule:
     """When a campaign runs; exactly one of `at`, `cron` or `trigger` is set."""
 
     at: datetime | None = None  # aware UTC
+    wall: datetime | None = None  # `at` as written, naive: the wall time local-time delivery aims for
     cron: str | None = None
     trigger: str | None = None
     delay: timedelta | None = None
@@ -59,7 +60,8 @@ def parse_schedule(raw: object, tz: ZoneInfo) -> Schedule:
                          "or { trigger = \"order\", delay = \"7d\" }")
     keys = set(raw)
     if keys == {"at"}:
-        return Schedule(at=parse_instant(raw["at"], tz))
+        at = parse_instant(raw["at"], tz)
+        return Schedule(at=at, wall=at.astimezone(tz).replace(tzinfo=None))
     if keys == {"cron"}:
         expression = raw["cron"]
         if not isinstance(expression, str):

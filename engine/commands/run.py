@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import uuid
 
 import click
 from sqlalchemy import func, select
@@ -14,7 +17,7 @@ from ..errors import ValuemailError
 from ..migrate import current, head, upgrade
 from ..models import Contact
 from ..rendering import Renderer
-from ..sending.schedule import start_due_runs
+from ..scheduler import lease, run_due
 from ..sending.service import refill_unfinished
 from ..sending.view import make_view_renderer
 from .send import make_sender
@@ -22,8 +25,8 @@ from .web import start_in_thread
 
 log = logging.getLogger(__name__)
 
-#: How often the scheduler looks for due occurrences.
-TICK_SECONDS = 30
+#: The lease that makes one `valuemail run` process the active scheduler.
+SCHEDULER_LEASE = "scheduler"
 
 
 def register(main: click.Group) -> None:
@@ -62,18 +65,25 @@ def run(ctx: click.Context, demo: bool, host: str | None, port: int | None) -> N
     click.echo(f"web UI on {server.url}/admin/runs  (provider: {settings.provider.name}; Ctrl-C stops)")
 
     work = threading.Event()
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def tick() -> None:
-        report = start_due_runs(runtime, at=runtime.clock.now())
+        # Only the lease holder schedules; other `run` processes still send and serve.
+        if not lease.acquire(runtime.engine, SCHEDULER_LEASE, holder, now=runtime.clock.now(),
+                             ttl_seconds=settings.scheduler.lease_seconds):
+            return
+        report = run_due(runtime, at=runtime.clock.now())
         for problem in report.problems:
             log.error("%s", problem)
+        for campaign_id, reason in report.skipped:
+            log.warning("%s: skipped, %s", campaign_id, reason)
         for campaign_id, run_id in report.started:
             log.info("%s: started run #%s", campaign_id, run_id)
         work.set()
 
     scheduler = BackgroundScheduler(timezone=settings.tz)
-    scheduler.add_job(tick, "interval", seconds=TICK_SECONDS, id="due-occurrences", max_instances=1, coalesce=True,
-                      next_run_time=runtime.clock.now())
+    scheduler.add_job(tick, "interval", seconds=settings.scheduler.tick_seconds, id="due-occurrences",
+                      max_instances=1, coalesce=True, next_run_time=runtime.clock.now())
     scheduler.start()
     sender = make_sender(runtime)
     try:
@@ -87,4 +97,5 @@ def run(ctx: click.Context, demo: bool, host: str | None, port: int | None) -> N
         click.echo("stopping ...")
     finally:
         scheduler.shutdown(wait=False)
+        lease.release(runtime.engine, SCHEDULER_LEASE, holder)
         server.stop()

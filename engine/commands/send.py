@@ -19,7 +19,7 @@ from ..providers import provider_factory
 from ..rendering import Renderer
 from ..runtime import Runtime
 from ..sending import ledger
-from ..sending.schedule import start_due_runs
+from ..scheduler import run_due
 from ..sending.service import count_recipients, prepare_run, prepare_test_run, refill_unfinished
 from ..sending.worker import Sender
 
@@ -132,7 +132,7 @@ def tick(ctx: click.Context, at_text: str | None) -> None:
             at = at.replace(tzinfo=runtime.settings.tz)
         runtime.clock = FixedClock(at)
     at = runtime.clock.now()
-    report = start_due_runs(runtime, at=at)
+    report = run_due(runtime, at=at)
     for problem in report.problems:
         click.echo(str(problem), err=True)
     for campaign_id, reason in report.skipped:

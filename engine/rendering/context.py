@@ -138,7 +138,7 @@ def sample_context(kind: str, *, templates_dir=None, language: str = "en") -> di
 
     context = copy.deepcopy(_COMMON)
     context["lang"] = language
-    context["t"] = Strings(templates_dir).for_language(kind, language) if templates_dir else {}
+    context["t"] = Strings(templates_dir).for_language((kind, kind), language) if templates_dir else {}
     context["campaign"] = {"id": "sample", "name": "Sample campaign", "kind": kind, "values": []}
     context.update(copy.deepcopy(_KIND.get(kind, {})))
     return context

@@ -1,8 +1,8 @@
 """Translated template strings: `templates/emails/strings/<name>.toml`, one table per language.
 
 Templates read them as `{{ t.key }}`; the context's `t` holds the recipient's language, with
-English (the first table of a file is the fallback) for any key a language lacks. Files are
-`common.toml` (header, footer) and one per campaign kind.
+English for any key a language lacks. Files are `common.toml` (header, footer), one per campaign
+kind and, optionally, one per template (named by its stem), merged in that order.
 """
 
 from __future__ import annotations
@@ -43,14 +43,17 @@ class Strings:
             self._cache[path] = (mtime, data)
             return data
 
-    def languages(self, kind: str) -> set[str]:
-        """Languages that have strings for `kind` (or in common)."""
-        return set(self._load("common")) | set(self._load(kind))
+    def languages(self, *names: str) -> set[str]:
+        """Languages that have strings in common or in any of the named files."""
+        found: set[str] = set()
+        for name in ("common",) + names:
+            found |= set(self._load(name))
+        return found
 
-    def for_language(self, kind: str, language: str | None) -> dict[str, str]:
-        """The strings for `kind` in `language`, falling back to English key by key."""
+    def for_language(self, names: str | tuple[str, ...], language: str | None) -> dict[str, str]:
+        """The strings of common plus the named files in `language`, falling back to English key by key."""
         merged: dict[str, str] = {}
-        for name in ("common", kind):
+        for name in ("common",) + ((names,) if isinstance(names, str) else tuple(names)):
             tables = self._load(name)
             merged.update(tables.get(FALLBACK, {}))
             if language and language != FALLBACK:

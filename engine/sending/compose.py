@@ -7,6 +7,7 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from ..campaigns import CampaignDefinition
@@ -41,9 +42,13 @@ SAMPLE_CONTACT = ContactData(id=0, email="jane.doe@example.com", first_name="Jan
 
 
 def sample_recipient(campaign: CampaignDefinition, segment: str) -> Recipient:
-    """A stand-in recipient of one segment variant, for validate and preview without real data."""
+    """A stand-in recipient of one segment variant, for validate, preview and test sends.
+
+    The kind's sample values stand in for both the trigger's data and what `prepare` loads.
+    """
+    sample = campaign.kind.sample_recipient_extra(campaign.variant(segment).section)
     return Recipient(contact_id=0, email=SAMPLE_CONTACT.email, segment=segment, ltv=742.5, orders_count=7,
-                     spend=Decimal("742.50"), coupon="SAMPLE-7KQ2M-X9PDA")
+                     spend=Decimal("742.50"), coupon="SAMPLE-7KQ2M-X9PDA", data=dict(sample), extra=dict(sample))
 
 
 class Composer:
@@ -95,10 +100,11 @@ class Composer:
         context = dict(self._static)
         context.update(self.campaign.kind.context(variant.section, recipient))
         links["shop"] = (context.get("offer") or {}).get("url") or getattr(variant.section, "url", "") or self.settings.app.base_url
-        language = contact.language if contact.language in self._strings.languages(self.campaign.kind_name) else FALLBACK
+        names = (self.campaign.kind_name, Path(variant.template).stem)
+        language = contact.language if contact.language in self._strings.languages(*names) else FALLBACK
         context.update({
             "lang": language,
-            "t": self._strings.for_language(self.campaign.kind_name, language),
+            "t": self._strings.for_language(names, language),
             "contact": contact.as_context(ltv=recipient.ltv, orders_count=recipient.orders_count),
             "segment": recipient.segment,
             "preheader": variant.preheader,

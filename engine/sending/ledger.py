@@ -126,11 +126,12 @@ def populate(engine: Engine, run_id: int, *, members_after, batch_size: int, now
             session.add(run)
 
 
-def add_test_deliveries(session: Session, run: Run, picks: Iterable[tuple[int, str]], *, to: str, now: datetime) -> int:
-    """Ledger rows of a test run: one per (contact, segment) pick, all addressed to `to`."""
+def add_test_deliveries(session: Session, run: Run, picks: Iterable[tuple[int, str, dict]], *, to: str,
+                        now: datetime) -> int:
+    """Ledger rows of a test run: one per (contact, segment, trigger data) pick, all addressed to `to`."""
     count = 0
-    for contact_id, segment in picks:
-        session.add(Delivery(run_id=run.id, contact_id=contact_id, email=to, segment=segment,
+    for contact_id, segment, data in picks:
+        session.add(Delivery(run_id=run.id, contact_id=contact_id, email=to, segment=segment, data=data,
                              status=Q.queued.value, attempts=0, created_at=now, updated_at=now))
         count += 1
     run.total = count

@@ -13,11 +13,12 @@ from sqlmodel import Session
 from ..campaigns import CampaignDefinition, campaign_files, load_campaign
 from ..campaigns.loader import SEGMENTS_FILE
 from ..db import session_scope
-from ..errors import AlreadySent, NotFound
+from ..campaigns.kinds import KindContext
+from ..errors import AlreadySent, NotFound, ValuemailError
 from ..models import Run, RunStatus
 from ..runtime import Runtime
 from ..segments import Segments, load_segments, membership_query
-from . import ledger
+from . import ledger, local_time
 
 log = logging.getLogger(__name__)
 
@@ -37,26 +38,30 @@ def load_project_segments(runtime: Runtime) -> Segments:
     return load_segments(runtime.settings.campaigns_dir / SEGMENTS_FILE)
 
 
-def load_project_campaign(runtime: Runtime, campaign_id: str, *, segments: Segments) -> CampaignDefinition:
-    """Load and validate `campaigns/<campaign_id>.toml` against today's date and the segments."""
+def load_project_campaign(runtime: Runtime, campaign_id: str, *, segments: Segments,
+                          at: datetime | None = None) -> CampaignDefinition:
+    """Load and validate `campaigns/<campaign_id>.toml` against the segments and the date at `at` (default now)."""
     path = runtime.settings.campaigns_dir / f"{campaign_id}.toml"
     if not path.is_file():
         known = ", ".join(p.stem for p in campaign_files(runtime.settings.campaigns_dir)) or "none"
         raise NotFound(f"no campaign '{campaign_id}' ({path} does not exist; campaigns: {known})")
-    today = runtime.clock.now().astimezone(runtime.settings.tz).date()
+    today = (at or runtime.clock.now()).astimezone(runtime.settings.tz).date()
     return load_campaign(path, settings=runtime.settings, segment_names=list(segments), today=today)
 
 
-def prepare_run(runtime: Runtime, campaign_id: str, *, again: bool = False,
-                occurrence_at: datetime | None = None) -> Prepared:
+def prepare_run(runtime: Runtime, campaign_id: str, *, again: bool = False, occurrence_at: datetime | None = None,
+                segments: Segments | None = None, campaign: CampaignDefinition | None = None) -> Prepared:
     """Resume the campaign's unfinished run, or start a new occurrence and fill its ledger.
 
     Without `occurrence_at` (a manual send) a campaign whose last run finished is refused unless
     `again` is set, so running the command twice never mails everyone twice. With it (a scheduled
     occurrence) the run is keyed on (campaign, occurrence_at) and so happens at most once.
     """
-    segments = load_project_segments(runtime)
-    campaign = load_project_campaign(runtime, campaign_id, segments=segments)
+    segments = segments or load_project_segments(runtime)
+    campaign = campaign or load_project_campaign(runtime, campaign_id, segments=segments)
+    if occurrence_at is None and campaign.schedule is not None and campaign.schedule.kind == "trigger":
+        raise ValuemailError(f"campaign '{campaign.id}' is sent per contact when its trigger fires "
+                             "(`valuemail tick` or `valuemail run`); use --test-to to try it")
     engine, now = runtime.engine, runtime.clock.now()
     with session_scope(engine) as session:
         ledger.sync_campaign(session, campaign, now=now)
@@ -72,12 +77,26 @@ def prepare_run(runtime: Runtime, campaign_id: str, *, again: bool = False,
             run, created = ledger.create_run(session, campaign, occurrence_at=occurrence_at or now, now=now)
         else:
             created = False
+        if run.status == RunStatus.populating.value:
+            # Before the ledger is filled (again, after a crash): fetch feeds, credit points, open contests.
+            campaign.kind.before_occurrence(campaign.section, session, KindContext(
+                campaign_id=campaign.id, now=run.occurrence_at, settings=runtime.settings, run_id=run.id))
     if not created and run.status == RunStatus.paused.value:
         log.info("resuming paused run #%s (%s)", run.id, run.pause_reason)
         ledger.resume(engine, run.id)
-    members = _members(runtime, segments, campaign, run.created_at)
-    total = ledger.populate(engine, run.id, members_after=members, batch_size=runtime.settings.sending.batch_size, now=now)
+    total = _fill(runtime, run, campaign, segments)
     return Prepared(run_id=run.id, campaign=campaign, resumed=not created, total=total)
+
+
+def _fill(runtime: Runtime, run: Run, campaign: CampaignDefinition, segments: Segments) -> int:
+    """Fill (or finish filling) the run's ledger; local-time campaigns get per-timezone send times."""
+    filling = run.status == RunStatus.populating.value
+    total = ledger.populate(runtime.engine, run.id, members_after=_members(runtime, segments, campaign, run.created_at),
+                            batch_size=runtime.settings.sending.batch_size, now=runtime.clock.now())
+    if filling and campaign.local_time and campaign.schedule is not None and campaign.schedule.wall is not None:
+        local_time.schedule_deliveries(runtime.engine, run.id, wall=campaign.schedule.wall,
+                                       default_tz=runtime.settings.tz)
+    return total
 
 
 def _members(runtime: Runtime, segments: Segments, campaign: CampaignDefinition, as_of: datetime) -> Callable:
@@ -101,7 +120,9 @@ def prepare_test_run(runtime: Runtime, campaign_id: str, *, to: str) -> Prepared
             raise NotFound(f"campaign '{campaign.id}': no subscribed contact matches any of its segments "
                            f"({', '.join(campaign.segments)}), so there is nothing to render a test with")
         run, _ = ledger.create_run(session, campaign, occurrence_at=now, now=now, is_test=True)
-        total = ledger.add_test_deliveries(session, run, [(c, s) for c, s in picks], to=to, now=now)
+        # Triggered kinds render from the trigger's data; a test uses the kind's sample values.
+        samples = {s: campaign.kind.sample_recipient_extra(campaign.variant(s).section) for _, s in picks}
+        total = ledger.add_test_deliveries(session, run, [(c, s, samples[s]) for c, s in picks], to=to, now=now)
     return Prepared(run_id=run.id, campaign=campaign, resumed=False, total=total)
 
 
@@ -132,7 +153,6 @@ def refill_unfinished(runtime: Runtime) -> list[int]:
             segments = segments or load_project_segments(runtime)
             campaign = load_campaign(runtime.settings.campaigns_dir / run.definition["file"], settings=runtime.settings,
                                      segment_names=None, today=None, source=run.definition["source"])
-            ledger.populate(runtime.engine, run.id, members_after=_members(runtime, segments, campaign, run.created_at),
-                            batch_size=runtime.settings.sending.batch_size, now=runtime.clock.now())
+            _fill(runtime, run, campaign, segments)
         ids.append(run.id)
     return ids

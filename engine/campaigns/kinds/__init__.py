@@ -24,10 +24,12 @@ def get_kind(name: str) -> Kind | None:
     if target is None:
         return None
     module_name, class_name = target.split(":")
+    # A bare name is a module of this package; a dotted one is absolute (e.g. a plug-in's).
+    full_name = module_name if "." in module_name else f"{__name__}.{module_name}"
     try:
-        module = importlib.import_module(f"{__name__}.{module_name}")
+        module = importlib.import_module(full_name)
     except ModuleNotFoundError as exc:
-        if exc.name != f"{__name__}.{module_name}":
+        if exc.name != full_name:
             raise
         return None
     return getattr(module, class_name)()
