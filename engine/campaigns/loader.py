@@ -14,7 +14,7 @@ from ..errors import CampaignError, Problem
 from ..tomlpos import TomlDocument
 from ..validation import describe, problems_from
 from .definition import VALUE_DIMENSIONS, CampaignDefinition, Variant
-from .kinds import ALL_KINDS, get_kind
+from .kinds import IMPLEMENTATIONS, get_kind
 from .schedule import parse_schedule
 
 SEGMENTS_FILE = "segments.toml"
@@ -94,11 +94,11 @@ def load_campaign(path: Path, *, settings: Settings, segment_names: Iterable[str
     variants_raw = data.pop("variants", {})
     section_raw = data.pop(section_key, None) if section_key else None
     if kind is None and isinstance(kind_name, str):
-        if kind_name in ALL_KINDS:
-            supported = ", ".join(k for k in ALL_KINDS if get_kind(k) is not None)
+        if kind_name in IMPLEMENTATIONS:
+            supported = ", ".join(k for k in IMPLEMENTATIONS if get_kind(k) is not None)
             problem(("kind",), f"kind '{kind_name}' is not supported yet (supported: {supported})")
         else:
-            problem(("kind",), f"unknown kind '{kind_name}' (one of {', '.join(ALL_KINDS)})")
+            problem(("kind",), f"unknown kind '{kind_name}' (one of {', '.join(IMPLEMENTATIONS)})")
         raise CampaignError(problems)
 
     try:

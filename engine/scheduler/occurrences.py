@@ -57,6 +57,10 @@ def run_due(runtime: Runtime, *, at: datetime) -> DueReport:
         instant = _due_instant(runtime, campaign, at, report)
         if instant is None or _already_sent(runtime, campaign, instant, once=schedule.kind == "at"):
             continue
+        reason = campaign.kind.inactive_reason(campaign.section, day=instant.astimezone(runtime.settings.tz).date())
+        if reason:
+            report.skipped.append((campaign.id, f"occurrence {instant:%Y-%m-%d %H:%M} UTC not sent: {reason}"))
+            continue
         prepared = prepare_run(runtime, campaign.id, occurrence_at=instant, segments=segments, campaign=campaign)
         report.started.append((campaign.id, prepared.run_id))
     return report

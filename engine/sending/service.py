@@ -63,6 +63,10 @@ def prepare_run(runtime: Runtime, campaign_id: str, *, again: bool = False, occu
         raise ValuemailError(f"campaign '{campaign.id}' is sent per contact when its trigger fires "
                              "(`valuemail tick` or `valuemail run`); use --test-to to try it")
     engine, now = runtime.engine, runtime.clock.now()
+    if occurrence_at is None:
+        reason = campaign.kind.inactive_reason(campaign.section, day=now.astimezone(runtime.settings.tz).date())
+        if reason:
+            raise ValuemailError(f"campaign '{campaign.id}' cannot be sent now: {reason}")
     with session_scope(engine) as session:
         ledger.sync_campaign(session, campaign, now=now)
         run = None if occurrence_at is not None else ledger.open_run(session, campaign.id)

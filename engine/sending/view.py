@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import threading
-from decimal import Decimal
 from typing import Callable
 
 from sqlmodel import Session
 
 from .. import ltv
 from ..campaigns import load_campaign
-from ..campaigns.kinds import Recipient
+from ..campaigns.kinds import KindContext, Recipient
 from ..clock import Clock
 from ..config import Settings
 from ..errors import NotFound
-from ..models import Contact, Coupon, Delivery, Run
+from ..models import Contact, Delivery, Run
 from ..tokens import TokenSigner
 from .compose import Composer
 from .worker import _contact_data
@@ -43,18 +42,13 @@ def make_view_renderer(*, settings: Settings, renderer, clock: Clock) -> Callabl
         composer = composer_for(run)
         at = delivery.sent_at or delivery.created_at
         stats = ltv.stats_for_contacts(session, [contact.id], now=at, settings=settings).get(contact.id)
-        coupon = session.query(Coupon.code).filter(Coupon.campaign_id == run.campaign_id,
-                                                   Coupon.contact_id == contact.id).scalar()
-        section = composer.campaign.variant(delivery.segment).section
-        period = composer.campaign.kind.spend_period_days(section)
-        spend = Decimal(0)
-        if period:
-            from datetime import timedelta
-
-            spend = ltv.spend_since(session, [contact.id], at - timedelta(days=period)).get(contact.id, Decimal(0))
         recipient = Recipient(contact_id=contact.id, email=delivery.email, segment=delivery.segment,
-                              ltv=float(stats.ltv) if stats else 0.0, orders_count=stats.orders_count if stats else 0,
-                              spend=spend, coupon=coupon)
+                              delivery_id=delivery.id, language=contact.language, data=dict(delivery.data or {}),
+                              ltv=float(stats.ltv) if stats else 0.0, orders_count=stats.orders_count if stats else 0)
+        # The kind loads what the mail showed (the same coupon, the same digest items) as at send time.
+        composer.campaign.kind.prepare(composer.campaign.variant(delivery.segment).section, session,
+                                       KindContext(campaign_id=run.campaign_id, now=at, settings=settings,
+                                                   run_id=run.id), [recipient])
         context = composer.context(delivery.id, _contact_data(contact), recipient)
         return composer.compiled(delivery.segment).render(context).html
 

@@ -8,7 +8,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Callable
 
 from sqlalchemy import select
@@ -20,7 +19,6 @@ from ..campaigns import load_campaign
 from ..campaigns.kinds import KindContext, Recipient
 from ..clock import Clock
 from ..config import Settings
-from ..coupons import ensure_coupons
 from ..db import read_only
 from ..errors import InvalidFile, RenderError
 from ..models import Contact, ContactStatus, Delivery, Run, RunStatus, Suppression
@@ -206,8 +204,6 @@ class Sender:
             rows = [r for r in rows if r[0] not in skips]
             contact_ids = [r[4].id for r in rows]
             stats = ltv.stats_for_contacts(session, contact_ids, now=now, settings=self.settings)
-            spend = self._spend(session, campaign, rows, contact_ids, now)
-            coupons = self._coupons(session, campaign, rows, contact_ids, now)
             recipients = {}
             for delivery_id, email, segment, data, contact, _, _ in rows:
                 stat = stats.get(contact.id)
@@ -215,7 +211,6 @@ class Sender:
                     contact_id=contact.id, email=email, segment=segment, delivery_id=delivery_id,
                     language=contact.language, data=dict(data or {}),
                     ltv=float(stat.ltv) if stat else 0.0, orders_count=int(stat.orders_count) if stat else 0,
-                    spend=spend.get(contact.id, Decimal(0)), coupon=coupons.get(contact.id),
                 )
             ctx = KindContext(campaign_id=campaign.id, now=now, settings=self.settings, run_id=run_id)
             for segment in {r.segment for r in recipients.values()}:
@@ -247,19 +242,6 @@ class Sender:
             capped = frequency.over_cap(session, [r[4].id for r in marketing], now=now, settings=self.settings)
             skips.update({r[0]: SKIP_CAPPED for r in marketing if r[4].id in capped})
         return skips
-
-    def _spend(self, session, campaign, rows, contact_ids, now) -> dict[int, Decimal]:
-        periods = {campaign.kind.spend_period_days(campaign.variant(r[2]).section) for r in rows} - {None}
-        if not periods:
-            return {}
-        return ltv.spend_since(session, contact_ids, now - timedelta(days=max(periods)))
-
-    def _coupons(self, session, campaign, rows, contact_ids, now) -> dict[int, str]:
-        wanting = [r[4].id for r in rows if campaign.kind.needs_unique_coupon(campaign.variant(r[2]).section)]
-        if not wanting:
-            return {}
-        prefix = getattr(campaign.variant(rows[0][2]).section, "code_prefix", "")
-        return ensure_coupons(session, campaign_id=campaign.id, contact_ids=wanting, prefix=prefix, now=now)
 
     def _send_one(self, run_id: int, state: _RunState, delivery_id: int, email: str, contact: ContactData,
                   recipient: Recipient, provider: Provider) -> None:

@@ -82,7 +82,6 @@ def test_a_valid_campaign_resolves_each_segment_variant(settings):
     ('offer = { percent = 20 }', 'offer = { percent = 0 }', "spring-sale.toml:18: 'variants.gold.offer.percent': Input should be greater than or equal to 1"),
     ('subject = "Gold: {{ offer.percent }}% off"', 'sender = "x"', "spring-sale.toml:17: 'variants.gold.sender' cannot be overridden"),
     ('[variants.gold]', '[variants.lapsed]', "spring-sale.toml:16: variant 'lapsed' is not one of this campaign's segments"),
-    ('kind = "seasonal_discount"', 'kind = "contest"', "spring-sale.toml:2: kind 'contest' is not supported yet"),
     ('kind = "seasonal_discount"', 'kind = "raffle"', "spring-sale.toml:2: unknown kind 'raffle'"),
     ('name = "Spring sale"\n', '', "spring-sale.toml:None: missing required key 'name'"),
     ('percent = 15', 'percent = 15\namount = 5.0', "spring-sale.toml:11: 'offer.amount': give percent or amount, not both"),
@@ -137,3 +136,11 @@ def test_tiers_pick_the_richest_reached(settings):
     assert kind.pick_tier(section, Decimal("499.99")).percent == 5
     assert kind.pick_tier(section, Decimal("500")).name == "silver"
     assert kind.pick_tier(section, Decimal("5000")).amount == 50.0
+
+
+def test_a_kind_without_an_implementation_is_not_supported_yet(settings, monkeypatch):
+    from engine.campaigns import kinds
+
+    monkeypatch.setitem(kinds.IMPLEMENTATIONS, "referral_program", "referral_program:ReferralProgram")
+    found = problems(settings, GOOD.replace('kind = "seasonal_discount"', 'kind = "referral_program"'))
+    assert found[0].startswith("spring-sale.toml:2: kind 'referral_program' is not supported yet (supported: ")

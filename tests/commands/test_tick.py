@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from engine.models import Run
-from tests.sending.test_send import SEGMENTS, cli
+from tests.sending.test_send import SEGMENTS, only_spring_sale, cli
 from tests.support.data import add_contacts
 
 
@@ -16,7 +16,7 @@ def _runs(db) -> int:
 
 
 def test_an_at_occurrence_runs_once_when_due(project, settings, db):
-    (project / "campaigns" / "segments.toml").write_text(SEGMENTS)
+    only_spring_sale(project)
     add_contacts(db, 4)
     early = cli(settings, "tick", "--at", "2027-03-20T08:59")
     assert early.exit_code == 0 and _runs(db) == 0
@@ -31,7 +31,7 @@ def test_an_at_occurrence_runs_once_when_due(project, settings, db):
 
 
 def test_a_campaign_sent_by_hand_is_not_sent_again_by_its_schedule(project, settings, db):
-    (project / "campaigns" / "segments.toml").write_text(SEGMENTS)
+    only_spring_sale(project)
     add_contacts(db, 2)
     assert cli(settings, "send", "spring-sale").exit_code == 0
     due = cli(settings, "tick", "--at", "2027-03-20T09:00")
@@ -39,14 +39,14 @@ def test_a_campaign_sent_by_hand_is_not_sent_again_by_its_schedule(project, sett
 
 
 def test_a_long_missed_occurrence_is_not_caught_up(project, settings, db):
-    (project / "campaigns" / "segments.toml").write_text(SEGMENTS)
+    only_spring_sale(project)
     add_contacts(db, 2)
     late = cli(settings, "tick", "--at", "2027-03-22T09:00")
     assert late.exit_code == 0 and "more than 1 day" in late.output and _runs(db) == 0
 
 
 def test_tick_reports_an_invalid_campaign_and_exits_1(project, settings, db):
-    (project / "campaigns" / "segments.toml").write_text(SEGMENTS)
+    only_spring_sale(project)
     (project / "campaigns" / "broken.toml").write_text('name = "x"\nkind = "seasonal_discount"\n')
     result = cli(settings, "tick", "--at", "2027-03-01T09:00")
     assert result.exit_code == 1 and "broken.toml" in result.output

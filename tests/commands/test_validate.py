@@ -5,7 +5,7 @@ from __future__ import annotations
 from email import policy
 from email.parser import BytesParser
 
-from tests.sending.test_send import SEGMENTS, cli
+from tests.sending.test_send import SEGMENTS, only_spring_sale, cli
 from tests.support.data import add_contacts
 
 
@@ -47,7 +47,7 @@ def test_bad_segments_file_names_its_line(project, settings):
 
 
 def test_preview_writes_html_text_and_eml_per_variant(project, settings, db):
-    (project / "campaigns" / "segments.toml").write_text(SEGMENTS)
+    only_spring_sale(project)
     add_contacts(db, 3)
     out = project / "out"
     result = cli(settings, "preview", "spring-sale", "--out", str(out))

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from engine.models import Delivery, Run
-from tests.sending.test_send import SEGMENTS, smtp_settings
+from tests.sending.test_send import SEGMENTS, only_spring_sale, smtp_settings
 from tests.support.data import add_contacts
 from tests.support.smtpd import SmtpSink
 
@@ -33,7 +33,7 @@ def _send(settings, *extra, **kwargs):
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ["send", "tick"])
 def test_killed_sender_resumes_without_skipping_anyone(project, database_url, db, command):
-    (project / "campaigns" / "segments.toml").write_text(SEGMENTS)
+    only_spring_sale(project)
     n, concurrency = 400, 3
     add_contacts(db, n)
     with SmtpSink() as sink:

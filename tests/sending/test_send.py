@@ -27,13 +27,18 @@ def cli(settings, *args, **env):
     return result
 
 
-@pytest.fixture
-def shop(project, settings, db):
-    """A project with the spring-sale campaign, two segments and contacts."""
+def only_spring_sale(project):
+    """Keep just the spring-sale campaign, with two segments (gold by attribute, everyone)."""
     (project / "campaigns" / "segments.toml").write_text(SEGMENTS)
     for other in (project / "campaigns").glob("*.toml"):
         if other.name not in ("spring-sale.toml", "segments.toml"):
             other.unlink()
+
+
+@pytest.fixture
+def shop(project, settings, db):
+    """A project with the spring-sale campaign, two segments and contacts."""
+    only_spring_sale(project)
     return project
 
 

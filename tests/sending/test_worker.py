@@ -16,7 +16,7 @@ from engine.runtime import Runtime
 from engine.sending.service import prepare_run
 from engine.sending.worker import RateLimiter, Sender
 from engine.suppression import unsubscribe
-from tests.sending.test_send import SEGMENTS
+from tests.sending.test_send import SEGMENTS, only_spring_sale
 from tests.support.data import T0, add_contacts
 
 
@@ -26,7 +26,7 @@ def _sender(settings, db, provider_factory):
 
 
 def test_an_unsubscribe_during_a_batch_stops_the_very_next_send(project, settings, db):
-    (project / "campaigns" / "segments.toml").write_text(SEGMENTS)
+    only_spring_sale(project)
     add_contacts(db, 5)
     runtime = Runtime(settings=settings, clock=FixedClock(T0))
     runtime.__dict__["engine"] = db
@@ -52,7 +52,7 @@ def test_an_unsubscribe_during_a_batch_stops_the_very_next_send(project, setting
 
 
 def test_a_contact_whose_data_breaks_the_template_fails_alone(project, settings, db):
-    (project / "campaigns" / "segments.toml").write_text(SEGMENTS)
+    only_spring_sale(project)
     path = project / "campaigns" / "spring-sale.toml"
     path.write_text(path.read_text().replace("{{ contact.first_name or 'Hello' }}", "{{ contact.attributes.nickname }}"))
     add_contacts(db, 2)

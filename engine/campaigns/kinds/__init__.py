@@ -15,7 +15,6 @@ IMPLEMENTATIONS = {
     "post_purchase_survey": "post_purchase_survey:PostPurchaseSurvey",
     "contest": "contest:Contest",
 }
-ALL_KINDS = tuple(IMPLEMENTATIONS)
 
 
 def get_kind(name: str) -> Kind | None:
@@ -35,4 +34,4 @@ def get_kind(name: str) -> Kind | None:
     return getattr(module, class_name)()
 
 
-__all__ = ["ALL_KINDS", "BaseKind", "Due", "Kind", "KindContext", "Recipient", "SectionModel", "get_kind"]
+__all__ = ["IMPLEMENTATIONS", "BaseKind", "Due", "Kind", "KindContext", "Recipient", "SectionModel", "get_kind"]

@@ -77,12 +77,8 @@ class Kind(Protocol):
         """A message when the kind cannot run on this schedule (e.g. a drip needs a trigger)."""
         ...
 
-    def spend_period_days(self, section: SectionModel) -> int | None:
-        """Days of order history whose spend the kind needs per recipient, or None."""
-        ...
-
-    def needs_unique_coupon(self, section: SectionModel) -> bool:
-        """True when every recipient gets a code of their own."""
+    def inactive_reason(self, section: SectionModel, *, day: date) -> str | None:
+        """Why an occurrence on `day` (in the app timezone) must not run (e.g. out of season), or None."""
         ...
 
     def before_occurrence(self, section: SectionModel, session, ctx: KindContext) -> None:
@@ -119,11 +115,8 @@ class BaseKind:
             return f"'{self.name}' campaigns run on at or cron schedules, not on triggers"
         return None
 
-    def spend_period_days(self, section) -> int | None:
+    def inactive_reason(self, section, *, day: date) -> str | None:
         return None
-
-    def needs_unique_coupon(self, section) -> bool:
-        return False
 
     def before_occurrence(self, section, session, ctx: KindContext) -> None:
         return None

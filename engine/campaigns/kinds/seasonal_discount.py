@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, Optional
 
@@ -39,6 +39,30 @@ class Tier(SectionModel):
         return self
 
 
+_MONTH_DAY = re.compile(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
+
+
+class Season(SectionModel):
+    """A window of the year, e.g. { from = "03-20", until = "06-20" }; it may wrap past new year."""
+
+    start: str = Field(alias="from")
+    until: str
+
+    @field_validator("start", "until")
+    @classmethod
+    def _month_day(cls, value: str) -> str:
+        if not _MONTH_DAY.match(value):
+            raise ValueError(f"{value!r} must be a month and day such as \"03-20\"")
+        return value
+
+    def contains(self, day: date) -> bool:
+        """True when `day` falls in the window (both ends included)."""
+        key = f"{day.month:02d}-{day.day:02d}"
+        if self.start <= self.until:
+            return self.start <= key <= self.until
+        return key >= self.start or key <= self.until
+
+
 class Product(SectionModel):
     name: str
     url: str
@@ -57,6 +81,8 @@ class Offer(SectionModel):
     valid_until: date
     code: str = Field(description='"unique", or a shared code such as "SPRING15"')
     code_prefix: str = ""
+    max_codes: Optional[int] = Field(default=None, ge=1)  # unique codes the campaign may issue in total
+    season: Optional[Season] = None  # the offer runs only in this window of each year
     headline: str = ""
     url: str = ""
     tiers: list[Tier] = []
@@ -133,11 +159,35 @@ class SeasonalDiscount(BaseKind):
             problems.append((("valid_until",), f"the offer ended on {section.valid_until} (today is {today})"))
         return problems
 
-    def spend_period_days(self, section: Offer) -> int | None:
-        return section.spend_period_days if section.tiers else None
+    def inactive_reason(self, section: Offer, *, day: date) -> str | None:
+        # Before valid_from is fine: a mail may announce an offer ("valid from 20 March").
+        if day > section.valid_until:
+            return f"the offer ended on {section.valid_until}"
+        if section.season and not section.season.contains(day):
+            return f"{day} is outside the season {section.season.start} to {section.season.until}"
+        return None
 
-    def needs_unique_coupon(self, section: Offer) -> bool:
-        return section.code == "unique"
+    def prepare(self, section: Offer, session, ctx, recipients: list[Recipient]) -> dict[int, str]:
+        """Spend over the period for tiers; unique codes from the pool (skip when it is used up)."""
+        ids = [r.contact_id for r in recipients]
+        if section.tiers:
+            from ... import ltv
+
+            spend = ltv.spend_since(session, ids, ctx.now - timedelta(days=section.spend_period_days))
+            for r in recipients:
+                r.spend = spend.get(r.contact_id, Decimal(0))
+        if section.code != "unique":
+            return {}
+        from ...coupons import issue
+
+        codes = issue(session, campaign_id=ctx.campaign_id, contact_ids=ids, prefix=section.code_prefix,
+                      now=ctx.now, limit=section.max_codes)
+        skips = {}
+        for r in recipients:
+            r.coupon = codes.get(r.contact_id)
+            if r.coupon is None:
+                skips[r.delivery_id] = "coupon pool exhausted"
+        return skips
 
     def pick_tier(self, section: Offer, spend: Decimal) -> Tier | None:
         """The richest tier the customer's spend reaches, if any."""
