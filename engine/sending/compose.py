@@ -69,6 +69,7 @@ class Composer:
         self._renderer = renderer
         self._compiled: dict[str, Any] = {}
         self._strings = Strings(settings.templates_dir)
+        self._strings_cache: dict[tuple[str, str | None], tuple[str, dict[str, str]]] = {}
         self._factory = MessageFactory(
             from_addr=(sender.from_name, sender.from_email),
             reply_to=sender.reply_to or None,
@@ -79,6 +80,15 @@ class Composer:
             "sender": {"from_name": sender.from_name, "from_email": sender.from_email,
                        "postal_address": sender.postal_address},
         }
+
+    def _strings_for(self, template: str, language: str | None) -> tuple[str, dict[str, str]]:
+        """(language used, strings) for a template; read once per run, not per recipient."""
+        key = (template, language)
+        if key not in self._strings_cache:
+            names = (self.campaign.kind_name, Path(template).stem)
+            used = language if language in self._strings.languages(*names) else FALLBACK
+            self._strings_cache[key] = (used, self._strings.for_language(names, used))
+        return self._strings_cache[key]
 
     def compiled(self, segment: str):
         """The segment variant's compiled templates (compiled on first use, then cached by the renderer)."""
@@ -100,11 +110,10 @@ class Composer:
         context = dict(self._static)
         context.update(self.campaign.kind.context(variant.section, recipient))
         links["shop"] = (context.get("offer") or {}).get("url") or getattr(variant.section, "url", "") or self.settings.app.base_url
-        names = (self.campaign.kind_name, Path(variant.template).stem)
-        language = contact.language if contact.language in self._strings.languages(*names) else FALLBACK
+        language, strings = self._strings_for(variant.template, contact.language)
         context.update({
             "lang": language,
-            "t": self._strings.for_language(names, language),
+            "t": strings,
             "contact": contact.as_context(ltv=recipient.ltv, orders_count=recipient.orders_count),
             "segment": recipient.segment,
             "preheader": variant.preheader,
