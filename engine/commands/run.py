@@ -79,6 +79,8 @@ def run(ctx: click.Context, demo: bool, host: str | None, port: int | None) -> N
             log.warning("%s: skipped, %s", campaign_id, reason)
         for campaign_id, run_id in report.started:
             log.info("%s: started run #%s", campaign_id, run_id)
+        for campaign_id, done in report.actions:
+            log.info("%s: %s", campaign_id, done)
         work.set()
 
     scheduler = BackgroundScheduler(timezone=settings.tz)

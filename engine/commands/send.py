@@ -139,6 +139,8 @@ def tick(ctx: click.Context, at_text: str | None) -> None:
         click.echo(f"{campaign_id}: skipped, {reason}")
     for campaign_id, run_id in report.started:
         click.echo(f"{campaign_id}: started run #{run_id}")
+    for campaign_id, done in report.actions:
+        click.echo(f"{campaign_id}: {done}")
     run_ids = refill_unfinished(runtime)
     tally = _Tally()
     if run_ids:

@@ -58,7 +58,8 @@ def validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
         for segment, variant in campaign.variants.items():
             variants += 1
             templates.add(variant.template)
-            context = composer.context(1, SAMPLE_CONTACT, sample_recipient(campaign, segment))
+            context = composer.context(1, SAMPLE_CONTACT, sample_recipient(campaign, segment,
+                                                                           language=SAMPLE_CONTACT.language))
             for problem in renderer.check(variant.template, subject=variant.subject, context=context,
                                           variant=f"{campaign.id}:{segment}"):
                 problems.append(Problem(problem.file, problem.line,
@@ -103,7 +104,7 @@ def preview(ctx: click.Context, campaign: str, contact_email: str | None, segmen
     now = runtime.clock.now()
     for name in chosen:
         contact = _preview_contact(runtime, segments, definition, name, contact_email)
-        recipient = sample_recipient(definition, name)
+        recipient = sample_recipient(definition, name, language=contact.language)
         message = composer.compose(0, contact.email, contact, recipient, now=now)
         stem = out_dir / f"{definition.id}-{name}"
         stem.with_suffix(".html").write_text(message.html)

@@ -28,6 +28,7 @@ class DueReport:
     """What one tick started, skipped and could not read."""
 
     started: list[tuple[str, int]] = field(default_factory=list)
+    actions: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
@@ -46,6 +47,11 @@ def run_due(runtime: Runtime, *, at: datetime) -> DueReport:
         except InvalidFile as exc:
             report.problems.extend(exc.problems)
             continue
+        with session_scope(runtime.engine) as session:
+            done = campaign.kind.on_tick(campaign.section, session,
+                                         KindContext(campaign_id=campaign.id, now=at, settings=runtime.settings))
+        if done:
+            report.actions.append((campaign.id, done))
         schedule = campaign.schedule
         if schedule is None:
             continue

@@ -41,14 +41,15 @@ SAMPLE_CONTACT = ContactData(id=0, email="jane.doe@example.com", first_name="Jan
                              language="nl", timezone="Europe/Amsterdam", attributes={})
 
 
-def sample_recipient(campaign: CampaignDefinition, segment: str) -> Recipient:
+def sample_recipient(campaign: CampaignDefinition, segment: str, *, language: str | None = None) -> Recipient:
     """A stand-in recipient of one segment variant, for validate, preview and test sends.
 
     The kind's sample values stand in for both the trigger's data and what `prepare` loads.
     """
     sample = campaign.kind.sample_recipient_extra(campaign.variant(segment).section)
     return Recipient(contact_id=0, email=SAMPLE_CONTACT.email, segment=segment, ltv=742.5, orders_count=7,
-                     spend=Decimal("742.50"), coupon="SAMPLE-7KQ2M-X9PDA", data=dict(sample), extra=dict(sample))
+                     spend=Decimal("742.50"), coupon="SAMPLE-7KQ2M-X9PDA", data=dict(sample), extra=dict(sample),
+                     language=language)
 
 
 class Composer:

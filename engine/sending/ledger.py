@@ -53,7 +53,7 @@ def sync_campaign(session: Session, campaign, *, now: datetime) -> None:
 def open_run(session: Session, campaign_id: str, *, is_test: bool = False) -> Run | None:
     """The campaign's run that is still being filled, sending or paused, if any."""
     return session.execute(
-        select(Run).where(Run.campaign_id == campaign_id, Run.is_test == is_test,
+        select(Run).where(Run.campaign_id == campaign_id, Run.is_test == is_test, Run.transactional.is_(False),
                           Run.status.in_(OPEN_RUN_STATUSES + (RunStatus.paused.value,)))
         .order_by(Run.id.desc()).limit(1)
     ).scalars().first()
@@ -62,7 +62,7 @@ def open_run(session: Session, campaign_id: str, *, is_test: bool = False) -> Ru
 def last_finished_run(session: Session, campaign_id: str) -> Run | None:
     """The campaign's most recent finished, non-test run."""
     return session.execute(
-        select(Run).where(Run.campaign_id == campaign_id, Run.is_test.is_(False),
+        select(Run).where(Run.campaign_id == campaign_id, Run.is_test.is_(False), Run.transactional.is_(False),
                           Run.status == RunStatus.finished.value)
         .order_by(Run.id.desc()).limit(1)
     ).scalars().first()

@@ -81,10 +81,9 @@ def prepare_run(runtime: Runtime, campaign_id: str, *, again: bool = False, occu
             run, created = ledger.create_run(session, campaign, occurrence_at=occurrence_at or now, now=now)
         else:
             created = False
-        if run.status == RunStatus.populating.value:
-            # Before the ledger is filled (again, after a crash): fetch feeds, credit points, open contests.
-            campaign.kind.before_occurrence(campaign.section, session, KindContext(
-                campaign_id=campaign.id, now=run.occurrence_at, settings=runtime.settings, run_id=run.id))
+    if run.status == RunStatus.populating.value:
+        # Before the ledger is filled (again, after a crash): fetch feeds, credit points, open contests.
+        _before_occurrence(runtime, campaign, at=run.occurrence_at, run_id=run.id)
     if not created and run.status == RunStatus.paused.value:
         log.info("resuming paused run #%s (%s)", run.id, run.pause_reason)
         ledger.resume(engine, run.id)
@@ -103,6 +102,22 @@ def _fill(runtime: Runtime, run: Run, campaign: CampaignDefinition, segments: Se
     return total
 
 
+def _before_occurrence(runtime: Runtime, campaign: CampaignDefinition, *, at: datetime, run_id: int | None) -> None:
+    """Run the kind's occurrence hook once per distinct section (variants may add their own feeds).
+
+    Each call has its own transaction, committed apart from the run's, so a slow feed never
+    holds a lock the run's creation took.
+    """
+    sections = []
+    for section in [campaign.section] + [v.section for v in campaign.variants.values()]:
+        if section not in sections:
+            sections.append(section)
+    for section in sections:
+        with session_scope(runtime.engine) as session:
+            campaign.kind.before_occurrence(section, session, KindContext(
+                campaign_id=campaign.id, now=at, settings=runtime.settings, run_id=run_id))
+
+
 def _members(runtime: Runtime, segments: Segments, campaign: CampaignDefinition, as_of: datetime) -> Callable:
     # Segments are evaluated as of the run's creation, so a resumed fill sees the same rules.
     def members_after(after_id: int, limit: int):
@@ -119,6 +134,8 @@ def prepare_test_run(runtime: Runtime, campaign_id: str, *, to: str) -> Prepared
     query = membership_query(segments, list(campaign.segments), now=now, settings=runtime.settings).subquery()
     with session_scope(engine) as session:
         ledger.sync_campaign(session, campaign, now=now)
+    _before_occurrence(runtime, campaign, at=now, run_id=None)
+    with session_scope(engine) as session:
         picks = session.execute(select(func.min(query.c.contact_id), query.c.segment).group_by(query.c.segment)).all()
         if not picks:
             raise NotFound(f"campaign '{campaign.id}': no subscribed contact matches any of its segments "

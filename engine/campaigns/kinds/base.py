@@ -4,6 +4,7 @@ A kind is called at four points, all with the session and clock passed in:
 - `check` when the campaign file is validated;
 - `before_occurrence` when a run starts (fetch a feed, credit points, open a contest);
 - `due` on every scheduler tick, for trigger schedules: the per-contact occurrences now due;
+- `on_tick` on every scheduler tick, for other timed work (a contest's draw at `draw_at`);
 - `prepare` once per claimed batch (load per-recipient data in a few queries, skip recipients
   with nothing to send), then `context` once per recipient.
 """
@@ -89,6 +90,10 @@ class Kind(Protocol):
         """Trigger schedules: the occurrences due in (since, ctx.now] that were not sent yet."""
         ...
 
+    def on_tick(self, section: SectionModel, session, ctx: KindContext) -> str | None:
+        """Work due at this instant besides sending (e.g. a contest draw); what was done, for the log."""
+        ...
+
     def prepare(self, section: SectionModel, session, ctx: KindContext, recipients: list[Recipient]) -> dict[int, str]:
         """Load per-recipient data into `recipient.extra`; returns {delivery_id: reason} to skip."""
         ...
@@ -123,6 +128,9 @@ class BaseKind:
 
     def due(self, section, session, ctx: KindContext, *, since: datetime) -> Iterable[Due]:
         return ()
+
+    def on_tick(self, section, session, ctx: KindContext) -> str | None:
+        return None
 
     def prepare(self, section, session, ctx: KindContext, recipients: list[Recipient]) -> dict[int, str]:
         return {}
