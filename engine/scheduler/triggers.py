@@ -38,9 +38,12 @@ def start_triggered(runtime: Runtime, campaign: CampaignDefinition, segments: Se
         segment_of = dict(session.execute(
             select(members.c.contact_id, members.c.segment).where(members.c.contact_id.in_(list(earliest)))).all())
         chosen = [d for c, d in earliest.items() if c in segment_of]
+        taken = set(session.execute(select(TriggerSend.trigger_key).where(
+            TriggerSend.campaign_id == campaign.id, TriggerSend.trigger_key.in_([d.key for d in chosen]))).scalars())
+        chosen = [d for d in chosen if d.key not in taken]
         if not chosen:
             return None
-        run, _ = ledger.create_run(session, campaign, occurrence_at=at, now=at)
+        run, created = ledger.create_run(session, campaign, occurrence_at=at, now=at)
         emails = dict(session.execute(select(Contact.id, Contact.email).where(
             Contact.id.in_([d.contact_id for d in chosen]))).all())
         insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
@@ -64,6 +67,10 @@ def start_triggered(runtime: Runtime, campaign: CampaignDefinition, segments: Se
                 continue
             added += 1
         if not added:
+            if created:
+                # Never leave an empty run behind: a run still "populating" would be filled with
+                # the campaign's whole audience by the next refill.
+                session.execute(Run.__table__.delete().where(Run.id == run.id))
             return None
         session.execute(update(Run).where(Run.id == run.id).values(
             status=RunStatus.sending.value, total=Run.total + added, started_at=func.coalesce(Run.started_at, at),

@@ -169,3 +169,25 @@ def test_the_frequency_cap_skips_marketing_mail_past_the_daily_limit(project, se
         rows = s.execute(select(Delivery.status, Delivery.last_error, func.count())
                          .group_by(Delivery.status, Delivery.last_error)).all()
     assert sorted(rows) == [("sent", None, 4), ("skipped", "frequency cap", 2)]
+
+
+def test_a_tick_whose_dues_were_all_sent_leaves_no_empty_run(project, settings, db, order_kind, monkeypatch):
+    """A kind whose due() repeats keys already sent must not produce a run (it would fill with everyone)."""
+    from tests.scheduler import order_kind as module
+
+    _write_campaign(project, "follow-up", '{ trigger = "order", delay = "7d" }', kind="order_follow_up")
+    add_contacts(db, 3)
+    t0 = datetime(2027, 3, 1, 12, tzinfo=UTC)
+    _orders(db, (0, t0))
+    at = t0 + timedelta(days=7, hours=1)
+    assert cli(settings, "tick", "--at", at.isoformat()).exit_code == 0
+
+    def repeating(self, section, session, ctx, *, since):  # forgets to leave out sent keys
+        from engine.campaigns.kinds import Due
+
+        yield Due(contact_id=1, key="order:A-0", due_at=since + timedelta(hours=1), data={"order_id": "A-0"})
+
+    monkeypatch.setattr(module.OrderFollowUp, "due", repeating)
+    later = at + timedelta(hours=6)
+    assert cli(settings, "tick", "--at", later.isoformat()).exit_code == 0
+    assert len(_runs(db)) == 1 and _deliveries(db) == 1
