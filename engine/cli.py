@@ -13,7 +13,7 @@ from .errors import InvalidFile, ValuemailError
 from .runtime import Runtime
 
 #: Modules under engine.commands that each define `register(group)`.
-COMMAND_MODULES = ("database", "segments", "web", "imports", "demo", "send", "validate", "run", "contest", "points")
+COMMAND_MODULES = ("database", "segments", "web", "imports", "demo", "send", "validate", "run", "contest", "points", "report_kinds")
 
 
 class ValuemailGroup(click.Group):

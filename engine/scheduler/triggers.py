@@ -25,7 +25,7 @@ def start_triggered(runtime: Runtime, campaign: CampaignDefinition, segments: Se
     """
     settings = runtime.settings
     since = at - timedelta(days=settings.scheduler.trigger_window_days)
-    ctx = KindContext(campaign_id=campaign.id, now=at, settings=settings)
+    ctx = KindContext(campaign_id=campaign.id, now=at, settings=settings, schedule=campaign.schedule)
     with session_scope(runtime.engine) as session:
         ledger.sync_campaign(session, campaign, now=at)
         dues = [d for d in campaign.kind.due(campaign.section, session, ctx, since=since) if since < d.due_at <= at]

@@ -60,6 +60,7 @@ class KindContext:
     now: datetime
     settings: Any
     run_id: int | None = None
+    schedule: Any = None  # the campaign's Schedule (e.g. a trigger's delay), where a hook needs it
 
 
 class Kind(Protocol):
