@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, render_template, request
 
+from .. import surveys
+from ..db import session_scope
 from ..errors import NotFound
 from ..models import Contact, Delivery, SuppressionReason
 from ..suppression import unsubscribe as unsubscribe_delivery
 from .context import db_session, web_context
+from .errors import error_page
 
 bp = Blueprint("public", __name__)
 
@@ -76,6 +79,27 @@ def view_in_browser(token: str):
     response.headers["Content-Security-Policy"] = VIEW_CSP
     response.headers["X-Frame-Options"] = "SAMEORIGIN"
     return response
+
+
+@bp.get("/s/<token>/<question>/<value>")
+def survey_answer(token: str, question: str, value: str):
+    """A one-click answer from a survey mail: recorded at once (changeable until the survey is submitted)."""
+    ctx = web_context()
+    delivery_id = ctx.signer.unsign("survey", token)
+    # This GET writes, so it takes a writing session rather than the request's read-only one.
+    with session_scope(ctx.engine) as session:
+        _load(session, delivery_id)
+        campaign = surveys.survey_for_delivery(session, delivery_id=delivery_id, settings=ctx.settings)
+        try:
+            state = surveys.record_answer(session, survey=campaign.section, delivery_id=delivery_id,
+                                          question=question, value=value, now=ctx.clock.now())
+        except surveys.InvalidAnswer as exc:
+            return error_page(400, str(exc), title="This answer is not one we can take")
+        except surveys.SurveyClosed:
+            return render_template("public/survey_answer.html", closed=True, sender=ctx.settings.sender), 200
+        asked = surveys.find_question(campaign.section, question)
+    return render_template("public/survey_answer.html", closed=False, question=asked,
+                           answer=state.answers.get(question), sender=ctx.settings.sender)
 
 
 def is_one_click(req) -> bool:

@@ -329,13 +329,26 @@ def test_tick_mails_the_example_survey_and_a_click_records_the_answer(project, s
     assert [value for _, value in links] == [str(v) for v in range(11)]
     assert "Hoe waarschijnlijk is het dat je Example Shop aanbeveelt" in html
 
-    # What the web page behind the link will do: check the token, load the survey, record the click.
-    url = dict((value, url) for url, value in links)["8"]
-    token, question, value = url.rsplit("/", 3)[1:]
-    delivery_id = TokenSigner(settings.secret_key).unsign("survey", token)
+    # The recipient clicks "8": the public page records it at once; another click replaces it.
+    from engine.clock import FixedClock
+    from engine.surveys import response_state
+    from engine.web import create_app
+
+    client = create_app(settings=settings, engine=db, clock=FixedClock(START + timedelta(days=9)),
+                        testing=True).test_client()
+    path = dict((value, url) for url, value in links)["8"].split("127.0.0.1:8000", 1)[1]
+    page = client.get(path)
+    assert page.status_code == 200 and "your answer is saved" in page.text and "<strong>8</strong>" in page.text
+    delivery_id = TokenSigner(settings.secret_key).unsign("survey", path.split("/")[2])
+    with Session(db) as s:
+        assert response_state(s, delivery_id=delivery_id).answers == {"recommend": 8.0}
+    assert client.get(path[:-1] + "11").status_code == 400  # not on the 0-10 scale
+    assert client.get(path.replace("/s/", "/s/x", 1)).status_code == 400  # a changed token
+    assert client.get(path.replace("/recommend/", "/why/")).status_code == 400  # a question it cannot take here
+    assert client.get(path[:-1] + "9").status_code == 200
     with session_scope(db) as s:
         campaign = survey_for_delivery(s, delivery_id=delivery_id, settings=settings)
-        state = record_answer(s, survey=campaign.section, delivery_id=delivery_id, question=question, value=value,
+        state = record_answer(s, survey=campaign.section, delivery_id=delivery_id, question="recommend", value="8",
                               now=START + timedelta(days=9))
     assert state.answers == {"recommend": 8.0}
     with Session(db) as s:
