@@ -25,6 +25,25 @@ class SectionModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def currency_code(value: str) -> str:
+    """An ISO 4217 currency code, upper-cased; ValueError (a located validate error) otherwise."""
+    import pycountry
+
+    if pycountry.currencies.get(alpha_3=value.upper()) is None:
+        raise ValueError(f"unknown ISO 4217 currency {value!r}")
+    return value.upper()
+
+
+def date_value(value: Any) -> Any:
+    """A TOML date, or an ISO date string such as "2027-04-03", as a date (other types pass to pydantic)."""
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a date such as 2027-04-03") from None
+    return value
+
+
 @dataclass
 class Recipient:
     """What a kind may know about one recipient when it builds its context."""

@@ -13,13 +13,12 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, Literal, Optional
 
-import pycountry
 from pydantic import Field, field_validator
 from sqlalchemy import func, select
 
 from ... import loyalty
 from ...models import Delivery, DeliveryStatus, Run, TriggerSend
-from .base import BaseKind, Due, KindContext, Recipient, SectionModel
+from .base import BaseKind, Due, KindContext, Recipient, SectionModel, currency_code, date_value
 
 SKIP_NO_ACTIVITY = "no points activity"
 SKIP_NO_REWARD = "no reward crossed"
@@ -45,22 +44,9 @@ class Points(SectionModel):
     url: str = ""
     expiring_notice_days: int = Field(default=30, ge=1, le=366)
 
-    @field_validator("starts_on", mode="before")
-    @classmethod
-    def _date(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return date.fromisoformat(value)
-            except ValueError:
-                raise ValueError(f"{value!r} is not a date such as 2027-01-01") from None
-        return value
+    _date = field_validator("starts_on", mode="before")(date_value)
 
-    @field_validator("currency")
-    @classmethod
-    def _currency(cls, value: str) -> str:
-        if pycountry.currencies.get(alpha_3=value.upper()) is None:
-            raise ValueError(f"unknown ISO 4217 currency {value!r}")
-        return value.upper()
+    _currency = field_validator("currency")(currency_code)
 
     @field_validator("points_per_unit")
     @classmethod

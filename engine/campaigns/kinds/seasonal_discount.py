@@ -7,21 +7,11 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, Optional
 
-import pycountry
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from .base import BaseKind, Recipient, SectionModel
+from .base import BaseKind, Recipient, SectionModel, currency_code, date_value
 
 _SHARED_CODE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{2,39}$")
-
-
-def _parse_date(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a date such as 2027-04-03") from None
-    return value
 
 
 class Tier(SectionModel):
@@ -89,14 +79,9 @@ class Offer(SectionModel):
     spend_period_days: int = Field(default=365, ge=1)
     products: list[Product] = []
 
-    _parse_dates = field_validator("valid_from", "valid_until", mode="before")(_parse_date)
+    _parse_dates = field_validator("valid_from", "valid_until", mode="before")(date_value)
 
-    @field_validator("currency")
-    @classmethod
-    def _currency(cls, value: str) -> str:
-        if pycountry.currencies.get(alpha_3=value.upper()) is None:
-            raise ValueError(f"unknown ISO 4217 currency {value!r}")
-        return value.upper()
+    _currency = field_validator("currency")(currency_code)
 
     @field_validator("code")
     @classmethod

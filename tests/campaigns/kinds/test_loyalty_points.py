@@ -149,7 +149,7 @@ def test_a_valid_section_loads_with_its_variant(plain_settings):
      "'points.welcome_bonus': Input should be greater than or equal to 0"),
     ("expiry_months = 12", "expiry_month = 12", "expiry_month", "unknown key 'points.expiry_month'"),
     ("starts_on = 2027-01-01", 'starts_on = "first of January"', "starts_on",
-     "'points.starts_on': 'first of January' is not a date such as 2027-01-01"),
+     "'points.starts_on': 'first of January' is not a date such as 2027-04-03"),
     ("points = 500", "points = 150", "points = 150",
      "'points.rewards.1.points': rewards must go up: 150 points comes after 200"),
     ("points = 500", "points = 200", "points = 200\nname = \"€15",
