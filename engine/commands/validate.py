@@ -47,13 +47,18 @@ def validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     today = runtime.clock.now().astimezone(settings.tz).date()
     variants = 0
     templates: set[str] = set()
+    warnings: list[Problem] = []
     for path in files:
         try:
             campaign = load_campaign(path, settings=settings, segment_names=list(segments) if segments else None,
-                                     today=today)
+                                     today=None)
         except InvalidFile as exc:
             problems.extend(exc.problems)
             continue
+        try:  # dates in the past do not make a file invalid (an ended campaign stays in git), but say so
+            load_campaign(path, settings=settings, segment_names=None, today=today)
+        except InvalidFile as exc:
+            warnings.extend(exc.problems)
         composer = Composer(campaign=campaign, run_id=0, settings=settings, renderer=renderer, signer=signer)
         for segment, variant in campaign.variants.items():
             variants += 1
@@ -64,6 +69,8 @@ def validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
                                           variant=f"{campaign.id}:{segment}"):
                 problems.append(Problem(problem.file, problem.line,
                                         f"{problem.message} (campaign {campaign.id}, variant {segment})"))
+    for warning in warnings:
+        click.echo(f"{warning} (warning: it will not be sent)", err=True)
     for problem in problems:
         click.echo(str(problem), err=True)
     if problems:

@@ -40,13 +40,16 @@ def load_project_segments(runtime: Runtime) -> Segments:
 
 def load_project_campaign(runtime: Runtime, campaign_id: str, *, segments: Segments,
                           at: datetime | None = None) -> CampaignDefinition:
-    """Load and validate `campaigns/<campaign_id>.toml` against the segments and the date at `at` (default now)."""
+    """Load and validate `campaigns/<campaign_id>.toml` against the segments.
+
+    Dates are not held against the file here: an ended offer is a normal, finished campaign, and
+    sending one is refused by its kind's `inactive_reason` instead (`validate` warns about it).
+    """
     path = runtime.settings.campaigns_dir / f"{campaign_id}.toml"
     if not path.is_file():
         known = ", ".join(p.stem for p in campaign_files(runtime.settings.campaigns_dir)) or "none"
         raise NotFound(f"no campaign '{campaign_id}' ({path} does not exist; campaigns: {known})")
-    today = (at or runtime.clock.now()).astimezone(runtime.settings.tz).date()
-    return load_campaign(path, settings=runtime.settings, segment_names=list(segments), today=today)
+    return load_campaign(path, settings=runtime.settings, segment_names=list(segments), today=None)
 
 
 def prepare_run(runtime: Runtime, campaign_id: str, *, again: bool = False, occurrence_at: datetime | None = None,

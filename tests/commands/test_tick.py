@@ -50,3 +50,19 @@ def test_tick_reports_an_invalid_campaign_and_exits_1(project, settings, db):
     (project / "campaigns" / "broken.toml").write_text('name = "x"\nkind = "seasonal_discount"\n')
     result = cli(settings, "tick", "--at", "2027-03-01T09:00")
     assert result.exit_code == 1 and "broken.toml" in result.output
+
+
+def test_an_ended_offer_is_a_finished_campaign_not_an_error(project, settings, db):
+    only_spring_sale(project)
+    path = project / "campaigns" / "spring-sale.toml"
+    text = path.read_text().replace('valid_from = "2027-03-20"', 'valid_from = "2020-03-20"')
+    text = text.replace('valid_until = "2027-04-03"', 'valid_until = "2020-04-03"')
+    path.write_text(text.replace('valid_from = "2027-03-13"', 'valid_from = "2020-03-13"'))
+    add_contacts(db, 2)
+    tick = cli(settings, "tick", "--at", "2027-03-20T09:00")
+    assert tick.exit_code == 0 and "the offer ended on 2020-04-03" in tick.output and _runs(db) == 0
+    send = cli(settings, "send", "spring-sale")
+    assert send.exit_code == 1 and "cannot be sent now: the offer ended on 2020-04-03" in send.output
+    checked = cli(settings, "validate")
+    assert checked.exit_code == 0, checked.output
+    assert "'offer.valid_until': the offer ended on 2020-04-03" in checked.output and "(warning" in checked.output
