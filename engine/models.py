@@ -132,6 +132,7 @@ class Campaign(SQLModel, table=True):
     definition: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     source_hash: str = Field(sa_column=Column(String(64), nullable=False))
     synced_at: Optional[datetime] = _ts(nullable=False)
+    first_seen_at: Optional[datetime] = _ts()  # when the scheduler first saw the file: no catch-up before it
 
 
 class Run(SQLModel, table=True):

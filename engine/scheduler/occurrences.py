@@ -16,6 +16,7 @@ from ..errors import InvalidFile, Problem
 from ..models import Run, RunStatus
 from ..runtime import Runtime
 from ..segments import Segments
+from ..sending import ledger
 from ..sending.service import load_project_campaign, load_project_segments, prepare_run
 from .cron import fire_times
 from .triggers import start_triggered
@@ -86,7 +87,12 @@ def _due_instant(runtime: Runtime, campaign: CampaignDefinition, at: datetime, r
                                                 f"{catch_up} in the past; send it by hand if still wanted"))
             return None
         return schedule.at
-    times = fire_times(schedule.cron, tz=runtime.settings.tz, after=at - catch_up, until=at)
+    with session_scope(runtime.engine) as session:
+        seen = ledger.first_seen(session, campaign, now=at)
+    # A cron campaign never catches up on fire times from before its file was first seen: adding a
+    # monthly statement on the 2nd must not mail everyone the 1st's statement at once.
+    times = fire_times(schedule.cron, tz=runtime.settings.tz, after=max(at - catch_up, seen - timedelta(microseconds=1)),
+                       until=at)
     return times[-1] if times else None
 
 

@@ -46,8 +46,19 @@ def sync_campaign(session: Session, campaign, *, now: datetime) -> None:
     """Store (or refresh) the campaign row from its file."""
     values = dict(name=campaign.name, kind=campaign.kind_name, values=list(campaign.values),
                   definition=campaign.as_json(), source_hash=campaign.source_hash, synced_at=now)
-    stmt = _insert(session, Campaign).values(id=campaign.id, **values)
+    stmt = _insert(session, Campaign).values(id=campaign.id, first_seen_at=now, **values)
     session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=values))
+
+
+def first_seen(session: Session, campaign, *, now: datetime) -> datetime:
+    """When this campaign was first stored (now, for a file seen for the first time)."""
+    stmt = _insert(session, Campaign).values(
+        id=campaign.id, name=campaign.name, kind=campaign.kind_name, values=list(campaign.values),
+        definition=campaign.as_json(), source_hash=campaign.source_hash, synced_at=now, first_seen_at=now,
+    ).on_conflict_do_nothing(index_elements=["id"])
+    session.execute(stmt)
+    seen = session.execute(select(Campaign.first_seen_at).where(Campaign.id == campaign.id)).scalar()
+    return seen or now
 
 
 def open_run(session: Session, campaign_id: str, *, is_test: bool = False) -> Run | None:

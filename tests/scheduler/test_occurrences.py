@@ -79,9 +79,20 @@ def test_a_weekly_cron_sends_each_occurrence_once_over_simulated_weeks(project, 
 def test_cron_catch_up_sends_only_the_latest_missed_occurrence_within_the_window(project, settings, db):
     _write_campaign(project, "daily", '{ cron = "0 9 * * *" }')
     add_contacts(db, 2)
+    assert cli(settings, "tick", "--at", "2027-03-01T08:00:00+01:00").exit_code == 0  # first seen, nothing due
     # Down for three days: at 10:00 on day 4 only day 4's 09:00 occurrence is sent.
     assert cli(settings, "tick", "--at", "2027-03-04T10:00:00+01:00").exit_code == 0
     assert _runs(db) == [datetime(2027, 3, 4, 8, tzinfo=UTC)]
+
+
+def test_a_new_cron_campaign_does_not_catch_up_on_fire_times_before_it_was_seen(project, settings, db):
+    _write_campaign(project, "daily", '{ cron = "0 9 * * *" }')
+    add_contacts(db, 2)
+    # Deployed at 10:00: today's 09:00 statement is not mailed at once; tomorrow's is.
+    assert cli(settings, "tick", "--at", "2027-03-04T10:00:00+01:00").exit_code == 0
+    assert _runs(db) == []
+    assert cli(settings, "tick", "--at", "2027-03-05T09:00:30+01:00").exit_code == 0
+    assert _runs(db) == [datetime(2027, 3, 5, 8, tzinfo=UTC)]
 
 
 def test_only_one_scheduler_holds_the_lease(db):
