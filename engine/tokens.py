@@ -10,6 +10,10 @@ from .errors import ValuemailError
 PURPOSES = ("unsubscribe", "preferences", "view", "click", "open", "coupon", "survey", "contest")
 
 
+#: The largest id a BIGINT column holds.
+MAX_ID = 2**63 - 1
+
+
 class BadToken(ValuemailError):
     """The token was altered, is for another purpose, or was signed with another key."""
 
@@ -35,7 +39,8 @@ class TokenSigner:
             value = serializer.loads(token)
         except BadSignature:
             raise BadToken("this link is not valid") from None
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        # Only a signed id can get here, but an id no database column can hold is refused too.
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_ID:
             raise BadToken("this link is not valid")
         return value
 

@@ -42,7 +42,8 @@ def make_server(app, *, host: str, port: int, threads: int = THREADS):
 
     if not _is_loopback(host):
         log.warning("binding to %s: the admin area has no login yet; bind to 127.0.0.1 only", host)
-    return create_server(app, host=host, port=port, threads=threads, ident="valuemail")
+    # Browsers keep idle connections open: waitress's default limit of 100 leaves clients waiting.
+    return create_server(app, host=host, port=port, threads=threads, ident="valuemail", connection_limit=1000)
 
 
 def serve(app, *, host: str, port: int) -> None:

@@ -30,7 +30,7 @@ def create_app(
 ) -> Flask:
     """Build the web app on `engine`; `view_renderer` enables /v/<token> (view in browser)."""
     # Imported here so that importing engine.web stays cheap for commands that never serve.
-    from . import admin, public
+    from . import admin, public, surveys
 
     app = Flask(__name__)
     app.config.update(
@@ -51,6 +51,7 @@ def create_app(
 
     app.register_blueprint(admin.bp)
     app.register_blueprint(public.bp)
+    app.register_blueprint(surveys.bp)
     register_error_handlers(app)
     _register_filters(app, settings)
 

@@ -89,7 +89,11 @@ def survey_answer(token: str, question: str, value: str):
     # This GET writes, so it takes a writing session rather than the request's read-only one.
     with session_scope(ctx.engine) as session:
         _load(session, delivery_id)
-        campaign = surveys.survey_for_delivery(session, delivery_id=delivery_id, settings=ctx.settings)
+        try:
+            campaign = surveys.survey_for_delivery(session, delivery_id=delivery_id, settings=ctx.settings)
+        except surveys.SurveyError:
+            # Not a survey invitation, or its campaign file can no longer be read: nothing to answer.
+            return error_page(404, "This link does not lead to a survey (any more).", title="Survey not found")
         try:
             state = surveys.record_answer(session, survey=campaign.section, delivery_id=delivery_id,
                                           question=question, value=value, now=ctx.clock.now())
@@ -110,7 +114,7 @@ def is_one_click(req) -> bool:
 
 
 def _load(session, delivery_id: int) -> tuple[Delivery, Contact | None]:
-    delivery = session.get(Delivery, delivery_id)
+    delivery = session.get(Delivery, delivery_id)  # TokenSigner already refused ids no column can hold
     if delivery is None:
         raise NotFound("this mail no longer exists")
     return delivery, session.get(Contact, delivery.contact_id)
