@@ -68,15 +68,9 @@ def show(ctx: click.Context, email: str, campaign: str | None, limit: int) -> No
 @click.pass_context
 def redeem(ctx: click.Context, email: str, amount: int, reference: str, note: str) -> None:
     """Spend AMOUNT of EMAIL's points; refused when the balance is short."""
-    runtime = get_runtime(ctx)
-    with session_scope(runtime.engine) as session:
-        contact = _contact(session, email)
-        try:
-            done = loyalty.redeem(session, contact.id, amount, now=runtime.clock.now(), reference=reference, note=note)
-        except loyalty.InsufficientPoints as exc:
-            raise ValuemailError(f"{contact.email} has {exc.balance} points, cannot redeem {amount}") from None
-    verb = "redeemed" if done.created else "already redeemed (same reference)"
-    click.echo(f"{contact.email}: {verb} {amount} points; balance {done.balance}")
+    _change(ctx, email, lambda session, contact, now: loyalty.redeem(
+        session, contact.id, amount, now=now, reference=reference, note=note),
+        refused=f"cannot redeem {amount}", done=f"redeemed {amount} points", again=f"already redeemed (same reference) {amount} points")
 
 
 @points.command("adjust")
@@ -87,15 +81,21 @@ def redeem(ctx: click.Context, email: str, amount: int, reference: str, note: st
 @click.pass_context
 def adjust(ctx: click.Context, email: str, amount: int, reference: str, note: str) -> None:
     """Add (AMOUNT > 0) or deduct points by hand (`adjust --reference R EMAIL -- -50`); added points never expire."""
+    _change(ctx, email, lambda session, contact, now: loyalty.adjust(
+        session, contact.id, amount, now=now, reference=reference, note=note),
+        refused=f"cannot deduct {-amount}", done=f"adjusted by {amount:+d} points", again=f"already adjusted (same reference) by {amount:+d} points")
+
+
+def _change(ctx: click.Context, email: str, apply, *, refused: str, done: str, again: str) -> None:
+    """Apply one idempotent ledger change to EMAIL's points and report it."""
     runtime = get_runtime(ctx)
     with session_scope(runtime.engine) as session:
         contact = _contact(session, email)
         try:
-            done = loyalty.adjust(session, contact.id, amount, now=runtime.clock.now(), reference=reference, note=note)
+            result = apply(session, contact, runtime.clock.now())
         except loyalty.InsufficientPoints as exc:
-            raise ValuemailError(f"{contact.email} has {exc.balance} points, cannot deduct {-amount}") from None
-    verb = "adjusted" if done.created else "already adjusted (same reference)"
-    click.echo(f"{contact.email}: {verb} by {amount:+d} points; balance {done.balance}")
+            raise ValuemailError(f"{contact.email} has {exc.balance} points, {refused}") from None
+    click.echo(f"{contact.email}: {done if result.created else again}; balance {result.balance}")
 
 
 @points.command("sync")

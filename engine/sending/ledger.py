@@ -96,11 +96,6 @@ def create_run(session: Session, campaign, *, occurrence_at: datetime, now: date
     return run, created
 
 
-def get_run(session: Session, run_id: int) -> Run:
-    """The run with `run_id` (it must exist)."""
-    return session.get(Run, run_id)
-
-
 # -- filling the ledger ---------------------------------------------------------------------------
 
 def populate(engine: Engine, run_id: int, *, members_after, batch_size: int, now: datetime) -> int:
