@@ -80,6 +80,7 @@ class Contact(SQLModel, table=True):
     attributes: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: Optional[datetime] = _ts(nullable=False)
     updated_at: Optional[datetime] = _ts(nullable=False)
+    erased_at: Optional[datetime] = _ts()  # "erase me": personal data wiped, never mailed again
 
 
 class ContactTag(SQLModel, table=True):
@@ -178,6 +179,10 @@ class Delivery(SQLModel, table=True):
     created_at: Optional[datetime] = _ts(nullable=False)
     sent_at: Optional[datetime] = _ts()
     updated_at: Optional[datetime] = _ts(nullable=False)
+    opened_at: Optional[datetime] = _ts()  # first open (pixel), when open tracking is on
+    open_count: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    clicked_at: Optional[datetime] = _ts()  # first tracked click
+    click_count: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
 
     __table_args__ = (
         UniqueConstraint("run_id", "contact_id", name="uq_deliveries_run_contact"),
@@ -363,4 +368,73 @@ class ContestEntry(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("campaign_id", "contact_id", name="uq_contest_entries_contact"),
         Index("ix_contest_entries_referred_by", "campaign_id", "referred_by"),
+    )
+
+
+# -- issue 4: recipient pages: preferences, tracking, the delivery timeline -------------------------
+
+class KindOptOut(SQLModel, table=True):
+    """A contact who no longer wants one campaign kind (set in the preference centre)."""
+
+    __tablename__ = "contact_kind_optouts"
+
+    contact_id: int = Field(sa_column=Column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True))
+    kind: str = Field(sa_column=Column(String(40), primary_key=True))
+    created_at: Optional[datetime] = _ts(nullable=False)
+
+    __table_args__ = (Index("ix_contact_kind_optouts_kind", "kind", "contact_id"),)
+
+
+class Link(SQLModel, table=True):
+    """A URL a run's mails contain: a click token names one of these, so redirects go nowhere else."""
+
+    __tablename__ = "links"
+
+    id: Optional[int] = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    run_id: int = Field(sa_column=Column(BigId, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False))
+    url: str = Field(sa_column=Column(String(2048), nullable=False))
+    created_at: Optional[datetime] = _ts(nullable=False)
+
+    __table_args__ = (UniqueConstraint("run_id", "url", name="uq_links_run_url"),)
+
+
+class LinkClick(SQLModel, table=True):
+    """Clicks of one link in one delivery: the first, the last and how many."""
+
+    __tablename__ = "link_clicks"
+
+    delivery_id: int = Field(sa_column=Column(BigId, ForeignKey("deliveries.id", ondelete="CASCADE"), primary_key=True))
+    link_id: int = Field(sa_column=Column(BigId, ForeignKey("links.id", ondelete="CASCADE"), primary_key=True))
+    first_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    last_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    count: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
+
+    __table_args__ = (Index("ix_link_clicks_link", "link_id"),)
+
+
+class DeliveryEventType(str, enum.Enum):
+    """What can happen to a delivery after it was sent; our vocabulary, whatever the provider says."""
+
+    delivered = "delivered"
+    opened = "opened"
+    clicked = "clicked"
+    bounced = "bounced"
+    complained = "complained"
+    unsubscribed = "unsubscribed"
+
+
+class DeliveryEvent(SQLModel, table=True):
+    """One entry in a delivery's timeline (its sending is the delivery row itself)."""
+
+    __tablename__ = "delivery_events"
+
+    id: Optional[int] = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    delivery_id: int = Field(sa_column=Column(BigId, ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False))
+    type: str = Field(sa_column=Column(String(20), nullable=False))
+    occurred_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    data: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+    __table_args__ = (
+        Index("ix_delivery_events_delivery", "delivery_id", "occurred_at"),
+        Index("ix_delivery_events_type_occurred", "type", "occurred_at"),
     )

@@ -30,7 +30,7 @@ def create_app(
 ) -> Flask:
     """Build the web app on `engine`; `view_renderer` enables /v/<token> (view in browser)."""
     # Imported here so that importing engine.web stays cheap for commands that never serve.
-    from . import admin, public, surveys
+    from . import admin, contests, public, surveys, tracking
 
     app = Flask(__name__)
     app.config.update(
@@ -52,6 +52,8 @@ def create_app(
     app.register_blueprint(admin.bp)
     app.register_blueprint(public.bp)
     app.register_blueprint(surveys.bp)
+    app.register_blueprint(contests.bp)
+    app.register_blueprint(tracking.bp)
     register_error_handlers(app)
     _register_filters(app, settings)
 

@@ -1,0 +1,7 @@
+"""Tracking pages (being built)."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+bp = Blueprint("tracking", __name__)
