@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Sequence
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-from .errors import ValuemailError
-from .models import Campaign, Coupon
+from .errors import InvalidFile, NotFound, ValuemailError
+from .models import Campaign, Coupon, Delivery, Run
 
 #: No 0/O, 1/I/L: codes are read off phones and typed into checkouts.
 ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -81,3 +83,63 @@ def redeem(session: Session, code: str, *, order_id: int | None, order_total: fl
         raise CouponRefused(f"code {coupon.code} was just used by another order")
     session.refresh(coupon)
     return coupon
+
+
+# -- the coupon page of a delivery ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CouponView:
+    """The offer one delivery carried, as its coupon page shows it."""
+
+    code: str
+    percent: int | None
+    amount: float | None
+    currency: str
+    min_order: float | None
+    valid_from: date | None
+    valid_until: date
+    headline: str
+    shop_url: str
+    tier: str | None
+    redeemed_at: datetime | None
+
+
+def coupon_for_delivery(session: Session, *, delivery_id: int, settings) -> CouponView | None:
+    """The discount a delivery's mail offered (None when its campaign offers none); NotFound if it is gone."""
+    from . import ltv
+    from .campaigns import load_stored
+
+    row = session.execute(select(Delivery, Run).join(Run, Run.id == Delivery.run_id)
+                          .where(Delivery.id == delivery_id)).first()
+    if row is None:
+        raise NotFound("this mail no longer exists")
+    delivery, run = row
+    try:
+        campaign = load_stored(run.definition, settings=settings)
+    except InvalidFile:
+        return None  # the stored campaign can no longer be read: there is nothing trustworthy to show
+    if campaign.kind_name != "seasonal_discount" or delivery.segment not in campaign.variants:
+        return None
+    kind, offer = campaign.kind, campaign.variant(delivery.segment).section
+    coupon = None
+    if offer.code == "unique":
+        coupon = session.execute(select(Coupon).where(Coupon.campaign_id == run.campaign_id,
+                                                      Coupon.contact_id == delivery.contact_id)).scalars().first()
+        if coupon is None:
+            return None  # the pool ran out before this contact (the mail was skipped)
+    percent, amount = offer.percent, offer.amount
+    tier = None
+    if offer.tiers:
+        # The tier the mail showed: the spend over the period before it was sent.
+        at = delivery.sent_at or delivery.created_at
+        spend = ltv.spend_since(session, [delivery.contact_id], at - timedelta(days=offer.spend_period_days))
+        picked = kind.pick_tier(offer, spend.get(delivery.contact_id, Decimal(0)))
+        if picked is not None:
+            percent, amount = picked.percent, picked.amount
+            tier = picked.name or f"{picked.min_spend:g}+"
+    # Only a web address goes behind the shop button, whatever the file says.
+    shop_url = offer.url if offer.url.startswith(("https://", "http://")) else settings.app.base_url
+    return CouponView(code=coupon.code if coupon else offer.code, percent=percent, amount=amount,
+                      currency=offer.currency, min_order=offer.min_order, valid_from=offer.valid_from,
+                      valid_until=offer.valid_until, headline=offer.headline, shop_url=shop_url,
+                      tier=tier, redeemed_at=coupon.redeemed_at if coupon else None)

@@ -78,6 +78,14 @@ def is_postgres(engine_or_session) -> bool:
     return bind.dialect.name == "postgresql"
 
 
+def upsert_insert(engine_or_session, table):
+    """The dialect's INSERT for `table`, which has `on_conflict_do_nothing` / `on_conflict_do_update`."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    table = getattr(table, "__table__", table)
+    return (postgresql.insert if is_postgres(engine_or_session) else sqlite.insert)(table)
+
+
 class UTCDateTime(types.TypeDecorator):
     """Timezone-aware UTC datetimes on every database (SQLite stores naive UTC text)."""
 

@@ -36,7 +36,7 @@ from sqlmodel import Session
 from .config import Settings
 from .errors import CampaignError, Problem
 from .ltv import contact_stats, money
-from .models import Contact, ContactStatus, ContactTag, Suppression
+from .models import Contact, ContactStatus, ContactTag, KindOptOut, Suppression
 from .tomlpos import TomlDocument
 from .validation import parse_model
 
@@ -304,15 +304,22 @@ def _consistency_problems(name: str, rules: SegmentRules, doc: TomlDocument) -> 
 # --- queries ---------------------------------------------------------------------------------
 
 
-def audience_condition() -> ColumnElement[bool]:
-    """Contacts that may be mailed: subscribed and not on the suppression list."""
+def audience_condition(kind: str | None = None) -> ColumnElement[bool]:
+    """Contacts that may be mailed: subscribed, not suppressed and, given a campaign kind, not opted out of it."""
     suppressed = exists().where(Suppression.email_key == Contact.email_key)
-    return and_(Contact.status == ContactStatus.subscribed.value, ~suppressed)
+    condition = and_(Contact.status == ContactStatus.subscribed.value, Contact.erased_at.is_(None), ~suppressed)
+    if kind is not None:
+        opted_out = exists().where(KindOptOut.contact_id == Contact.id, KindOptOut.kind == kind)
+        condition = and_(condition, ~opted_out)
+    return condition
 
 
 def membership_query(segments: Segments, names: list[str], *, now: datetime, settings: Settings,
-                     after_id: int = 0, limit: int | None = None) -> Select:
-    """(contact_id, email, segment) per mailable contact, segment = the first of `names` it matches, by id."""
+                     after_id: int = 0, limit: int | None = None, kind: str | None = None) -> Select:
+    """(contact_id, email, segment) per mailable contact, segment = the first of `names` it matches, by id.
+
+    With `kind`, contacts who opted out of that campaign kind in the preference centre are left out.
+    """
     chosen = [segments.require(name) for name in names]
     stats = None
     if any(segment.uses_stats for segment in chosen):
@@ -327,7 +334,7 @@ def membership_query(segments: Segments, names: list[str], *, now: datetime, set
     query = (
         select(Contact.id.label("contact_id"), Contact.email.label("email"), label.label("segment"))
         .select_from(Contact)
-        .where(audience_condition(), matches)
+        .where(audience_condition(kind), matches)
         .order_by(Contact.id)
     )
     if stats is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from sqlalchemy import update
@@ -16,6 +17,8 @@ from .models import Contact, ContactStatus, Delivery, DeliveryStatus, Run, Suppr
 
 #: What a skipped delivery records as its last error when its contact unsubscribed.
 SKIPPED_UNSUBSCRIBED = "unsubscribed"
+#: The prefix of an erased address's fingerprint on the suppression list.
+ERASED_PREFIX = "erased:sha256:"
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,11 @@ class Unsubscribed:
 def email_key(email: str) -> str:
     """The case-insensitive key an address is stored and suppressed under."""
     return email.strip().lower()
+
+
+def fingerprint(email: str) -> str:
+    """The suppression key that remembers an erased address without keeping it."""
+    return ERASED_PREFIX + hashlib.sha256(email_key(email).encode("utf-8")).hexdigest()
 
 
 def unsubscribe(
@@ -83,15 +91,25 @@ def unsubscribe(
             .execution_options(synchronize_session=False)
         )
         skipped = result.rowcount or 0
+    if delivery_id is not None:
+        from .models import DeliveryEvent, DeliveryEventType
+
+        # On the delivery's timeline once: mail clients repeat the one-click POST.
+        kind = DeliveryEventType.unsubscribed.value
+        seen = session.exec(select(DeliveryEvent.id).where(DeliveryEvent.delivery_id == delivery_id,
+                                                           DeliveryEvent.type == kind).limit(1)).first()
+        if seen is None:
+            session.add(DeliveryEvent(delivery_id=delivery_id, type=kind, occurred_at=now, data={"reason": reason}))
     session.flush()
     return Unsubscribed(email_key=key, contact_id=contact.id if contact else None,
                         newly_suppressed=newly, skipped_deliveries=skipped)
 
 
 def is_suppressed(session: Session, email_key_: str) -> bool:
-    """True when the address (compared case-insensitively) is on the suppression list."""
+    """True when the address (compared case-insensitively) is on the suppression list, or was erased."""
     key = email_key(email_key_)
-    return session.exec(select(Suppression.id).where(Suppression.email_key == key).limit(1)).first() is not None
+    keys = (key, fingerprint(key))
+    return session.exec(select(Suppression.id).where(Suppression.email_key.in_(keys)).limit(1)).first() is not None
 
 
 def _insert_suppression(session: Session, *, key: str, reason: str, note: str, now) -> bool:

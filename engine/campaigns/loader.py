@@ -69,6 +69,16 @@ def campaign_files(campaigns_dir: Path) -> list[Path]:
     return sorted(p for p in campaigns_dir.glob("*.toml") if p.name != SEGMENTS_FILE)
 
 
+def load_stored(definition: dict, *, settings: Settings) -> CampaignDefinition:
+    """The campaign as a run stored it (its file name and source text), so later edits cannot change it."""
+    try:
+        file, source = definition["file"], definition["source"]
+    except (KeyError, TypeError):
+        raise CampaignError.single("<run>", None, "this run stored no campaign text") from None
+    return load_campaign(settings.campaigns_dir / file, settings=settings, segment_names=None, today=None,
+                         source=source)
+
+
 def load_campaign(path: Path, *, settings: Settings, segment_names: Iterable[str] | None, today: date | None,
                   source: str | None = None) -> CampaignDefinition:
     """Read and fully validate one campaign file (or its `source` text), raising CampaignError with every problem.

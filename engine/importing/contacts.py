@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from ..clock import Clock
 from ..config import Settings
 from ..models import Contact, ContactStatus, ContactTag
+from ..privacy import erased_among
 from . import fields
 from .errors import FieldProblem
 from .result import ImportResult, SourceRow
@@ -38,6 +39,7 @@ COLUMNS = ("email", "first_name", "last_name", "country", "language", "timezone"
 REQUIRED = ("email",)
 STATUSES = tuple(s.value for s in ContactStatus)
 MAX_TAG_LENGTH = 100
+ERASED_REASON = "email: this address was erased at its owner's request and cannot be imported again"
 
 _contacts = Contact.__table__
 _tags = ContactTag.__table__
@@ -125,10 +127,15 @@ class ContactHandler:
             for cid, tag in conn.execute(select(_tags.c.contact_id, _tags.c.tag).where(_tags.c.contact_id.in_(ids))):
                 old_tags.setdefault(cid, set()).add(tag)
 
+        # An address whose owner asked to be erased is never created again.
+        erased = erased_among(conn, [r.key for r in records if r.key not in existing])
+        refused = [(r, ERASED_REASON) for r in records if r.key in erased]
         writes: list[dict[str, Any]] = []
         new_tags: dict[str, frozenset[str]] = {}
         for rec in records:
             old = existing.get(rec.key)
+            if old is None and rec.key in erased:
+                continue
             if old is None:
                 stored = {
                     "email": rec.email, "first_name": "", "last_name": "", "country": None, "language": None,
@@ -170,7 +177,7 @@ class ContactHandler:
             tagged = [ids[key] for key in new_tags]
             conn.execute(delete(_tags).where(_tags.c.contact_id.in_(tagged)))
             insert_ignore(conn, _tags, [{"contact_id": ids[key], "tag": tag} for key, tags in new_tags.items() for tag in sorted(tags)])
-        return []
+        return refused
 
 
 def _keep_unsubscribed(excluded) -> dict[str, Any]:

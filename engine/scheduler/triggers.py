@@ -34,7 +34,8 @@ def start_triggered(runtime: Runtime, campaign: CampaignDefinition, segments: Se
         earliest: dict[int, object] = {}
         for due in sorted(dues, key=lambda d: (d.due_at, d.key)):
             earliest.setdefault(due.contact_id, due)
-        members = membership_query(segments, list(campaign.segments), now=at, settings=settings).subquery()
+        members = membership_query(segments, list(campaign.segments), now=at, settings=settings,
+                                   kind=campaign.kind_name).subquery()
         segment_of = dict(session.execute(
             select(members.c.contact_id, members.c.segment).where(members.c.contact_id.in_(list(earliest)))).all())
         chosen = [d for c, d in earliest.items() if c in segment_of]

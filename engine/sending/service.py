@@ -125,7 +125,7 @@ def _members(runtime: Runtime, segments: Segments, campaign: CampaignDefinition,
     # Segments are evaluated as of the run's creation, so a resumed fill sees the same rules.
     def members_after(after_id: int, limit: int):
         return membership_query(segments, list(campaign.segments), now=as_of, settings=runtime.settings,
-                                after_id=after_id, limit=limit)
+                                after_id=after_id, limit=limit, kind=campaign.kind_name)
     return members_after
 
 
@@ -134,7 +134,8 @@ def prepare_test_run(runtime: Runtime, campaign_id: str, *, to: str) -> Prepared
     segments = load_project_segments(runtime)
     campaign = load_project_campaign(runtime, campaign_id, segments=segments)
     engine, now = runtime.engine, runtime.clock.now()
-    query = membership_query(segments, list(campaign.segments), now=now, settings=runtime.settings).subquery()
+    query = membership_query(segments, list(campaign.segments), now=now, settings=runtime.settings,
+                             kind=campaign.kind_name).subquery()
     with session_scope(engine) as session:
         ledger.sync_campaign(session, campaign, now=now)
     _before_occurrence(runtime, campaign, at=now, run_id=None)
@@ -155,7 +156,7 @@ def count_recipients(runtime: Runtime, campaign_id: str) -> dict[str, int]:
     segments = load_project_segments(runtime)
     campaign = load_project_campaign(runtime, campaign_id, segments=segments)
     query = membership_query(segments, list(campaign.segments), now=runtime.clock.now(),
-                             settings=runtime.settings).subquery()
+                             settings=runtime.settings, kind=campaign.kind_name).subquery()
     with Session(runtime.engine) as session:
         rows = dict(session.execute(select(query.c.segment, func.count()).group_by(query.c.segment)).all())
     return {segment: rows.get(segment, 0) for segment in campaign.segments}

@@ -21,7 +21,7 @@ from ..clock import Clock
 from ..config import Settings
 from ..db import read_only
 from ..errors import InvalidFile, RenderError
-from ..models import Contact, ContactStatus, Delivery, Run, RunStatus, Suppression
+from ..models import TRANSACTIONAL_STATUSES, Contact, ContactStatus, Delivery, KindOptOut, Run, RunStatus, Suppression
 from ..providers import Outcome, Provider
 from ..tokens import TokenSigner
 from . import frequency, ledger
@@ -33,6 +33,7 @@ OutcomeCallback = Callable[[int, str], None]
 
 SKIP_UNSUBSCRIBED = "unsubscribed or suppressed"
 SKIP_CAPPED = "frequency cap"
+SKIP_OPTED_OUT = "opted out of this kind of mail"
 
 
 class RateLimiter:
@@ -58,6 +59,7 @@ class RateLimiter:
 class _RunState:
     composer: Composer
     definition: object
+    transactional: bool = False
     error_streak: int = 0
     paused: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -176,15 +178,16 @@ class Sender:
             if state is None:
                 with Session(self.engine) as session:
                     run = session.get(Run, run_id)
-                    definition, is_test = dict(run.definition), run.is_test
+                    definition, is_test, transactional = dict(run.definition), run.is_test, run.transactional
                 try:
                     campaign = load_campaign(self.settings.campaigns_dir / definition["file"], settings=self.settings,
                                              segment_names=None, today=None, source=definition["source"])
                 except InvalidFile as exc:
                     raise RenderError(f"run {run_id}: its campaign no longer loads: {exc}") from exc
                 composer = Composer(campaign=campaign, run_id=run_id, settings=self.settings, renderer=self.renderer,
-                                    signer=self.signer, test=is_test)
-                state = self._runs[run_id] = _RunState(composer=composer, definition=campaign)
+                                    signer=self.signer, test=is_test, engine=self.engine)
+                state = self._runs[run_id] = _RunState(composer=composer, definition=campaign,
+                                                         transactional=transactional)
             return state
 
     def _send_batch(self, run_id: int, ids: list[int], provider: Provider) -> None:
@@ -200,7 +203,7 @@ class Sender:
                 .join(Contact, Contact.id == Delivery.contact_id).join(Run, Run.id == Delivery.run_id)
                 .where(Delivery.id.in_(ids)).order_by(Delivery.id)
             ).all()
-            skips = self._unsendable(session, rows, now)
+            skips = self._unsendable(session, rows, now, kind=campaign.kind_name)
             rows = [r for r in rows if r[0] not in skips]
             contact_ids = [r[4].id for r in rows]
             stats = ltv.stats_for_contacts(session, contact_ids, now=now, settings=self.settings)
@@ -229,15 +232,21 @@ class Sender:
                 return
             self._send_one(run_id, state, delivery_id, email, _contact_data(contact), recipients[delivery_id], provider)
 
-    def _unsendable(self, session, rows, now) -> dict[int, str]:
-        """Deliveries of the batch that must not go out, with the reason: suppressed, unsubscribed, capped."""
+    def _unsendable(self, session, rows, now, *, kind: str) -> dict[int, str]:
+        """Deliveries of the batch that must not go out, with the reason: suppressed, unsubscribed, opted out, capped."""
         keys = {email.lower() for _, email, *_ in rows}
         suppressed = set(session.execute(select(Suppression.email_key).where(Suppression.email_key.in_(keys))).scalars())
         skips = {}
-        for delivery_id, email, _, _, contact, is_test, _ in rows:
-            if email.lower() in suppressed or (not is_test and contact.status != ContactStatus.subscribed.value):
+        for delivery_id, email, _, _, contact, is_test, transactional in rows:
+            if email.lower() in suppressed or (not is_test and contact.status not in _mailable(transactional)):
                 skips[delivery_id] = SKIP_UNSUBSCRIBED
         marketing = [r for r in rows if r[0] not in skips and not r[5] and not r[6]]
+        if marketing:
+            # The preference centre may have said "not this kind" after the ledger was filled.
+            opted_out = set(session.execute(select(KindOptOut.contact_id).where(
+                KindOptOut.kind == kind, KindOptOut.contact_id.in_([r[4].id for r in marketing]))).scalars())
+            skips.update({r[0]: SKIP_OPTED_OUT for r in marketing if r[4].id in opted_out})
+            marketing = [r for r in marketing if r[0] not in skips]
         if marketing:
             capped = frequency.over_cap(session, [r[4].id for r in marketing], now=now, settings=self.settings)
             skips.update({r[0]: SKIP_CAPPED for r in marketing if r[4].id in capped})
@@ -247,7 +256,8 @@ class Sender:
                   recipient: Recipient, provider: Provider) -> None:
         s = self.settings.sending
         now = self.clock.now()
-        if self._unsubscribed_since_claim(email, recipient.contact_id, state.composer.test):
+        if self._unsubscribed_since_claim(email, recipient.contact_id, state.composer.test,
+                                          state.transactional):
             ledger.mark_skipped(self.engine, [delivery_id], worker_id=self.worker_id, reason=SKIP_UNSUBSCRIBED, now=now)
             self.on_outcome(run_id, "skipped")
             return
@@ -278,7 +288,7 @@ class Sender:
                                        max_attempts=s.max_attempts, message_id=message_id)
         self._after(run_id, state, status if status == "failed" else "deferred", result.error)
 
-    def _unsubscribed_since_claim(self, email: str, contact_id: int, test: bool) -> bool:
+    def _unsubscribed_since_claim(self, email: str, contact_id: int, test: bool, transactional: bool = False) -> bool:
         """One indexed lookup per message, so an unsubscribe stops the very next send."""
         suppressed = select(Suppression.id).where(Suppression.email_key == email.lower()).exists()
         with self._reader.connect() as conn:
@@ -286,8 +296,8 @@ class Sender:
                 return True
             if test:
                 return False
-            return conn.execute(select(Contact.status).where(Contact.id == contact_id)).scalar() != \
-                ContactStatus.subscribed.value
+            return conn.execute(select(Contact.status).where(Contact.id == contact_id)).scalar() not in \
+                _mailable(transactional)
 
     def _after(self, run_id: int, state: _RunState, status: str, error: str | None) -> None:
         """Count the outcome; past the error threshold, pause the run for every worker."""
@@ -300,6 +310,11 @@ class Sender:
                 ledger.pause(self.engine, run_id, reason=reason)
                 log.warning("run %s %s", run_id, reason)
         self.on_outcome(run_id, status)
+
+
+def _mailable(transactional: bool) -> tuple[str, ...]:
+    """Contact statuses a run may mail: a transactional run also reaches contacts who never subscribed."""
+    return TRANSACTIONAL_STATUSES if transactional else (ContactStatus.subscribed.value,)
 
 
 def _contact_data(contact: Contact) -> ContactData:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import Flask, jsonify, redirect, url_for
+from markupsafe import Markup, escape
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -30,7 +31,7 @@ def create_app(
 ) -> Flask:
     """Build the web app on `engine`; `view_renderer` enables /v/<token> (view in browser)."""
     # Imported here so that importing engine.web stays cheap for commands that never serve.
-    from . import admin, contests, public, surveys, tracking
+    from . import admin, contests, coupons, preferences, public, surveys, tracking
 
     app = Flask(__name__)
     app.config.update(
@@ -52,6 +53,8 @@ def create_app(
     app.register_blueprint(admin.bp)
     app.register_blueprint(public.bp)
     app.register_blueprint(surveys.bp)
+    app.register_blueprint(preferences.bp)
+    app.register_blueprint(coupons.bp)
     app.register_blueprint(contests.bp)
     app.register_blueprint(tracking.bp)
     register_error_handlers(app)
@@ -79,6 +82,20 @@ def _register_filters(app: Flask, settings: Settings) -> None:
     def localtime(value: datetime | None) -> str:
         # Stored in UTC; shown in the configured timezone with its abbreviation.
         return value.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z") if value else ""
+
+    @app.template_filter("localdate")
+    def localdate(value: datetime | None) -> str:
+        # Dates a recipient reads: the day in the configured timezone, written the same in every language.
+        return value.astimezone(tz).strftime("%Y-%m-%d") if value else ""
+
+    @app.template_filter("fill")
+    def fill(text: str, **values) -> Markup:
+        # Page texts are ours; the values put into them are escaped unless already markup.
+        return escape(text).format(**values)
+
+    @app.template_filter("email_span")
+    def email_span(address: str) -> Markup:
+        return Markup('<span class="email">{}</span>').format(address)
 
     @app.context_processor
     def _globals():

@@ -1,4 +1,4 @@
-"""Pages a recipient reaches from a mail: unsubscribe (with RFC 8058 one-click), preferences, view in browser.
+"""Pages a recipient reaches from a mail: unsubscribe (with RFC 8058 one-click), view in browser, survey answers.
 
 One-click design: the List-Unsubscribe URL is `/u/<token>` itself. A POST to it whose form body
 is exactly `List-Unsubscribe=One-Click` is the mailbox provider acting for the recipient; it
@@ -18,6 +18,7 @@ from ..models import Contact, Delivery, SuppressionReason
 from ..suppression import unsubscribe as unsubscribe_delivery
 from .context import db_session, web_context
 from .errors import error_page
+from .i18n import page_language, unsubscribe_labels
 
 bp = Blueprint("public", __name__)
 
@@ -36,9 +37,11 @@ def unsubscribe(token: str):
     delivery_id = web_context().signer.unsign("unsubscribe", token)
     session = db_session()
     delivery, contact = _load(session, delivery_id)
+    lang = page_language(contact)
+    view = dict(email=delivery.email, contact=contact, sender=web_context().settings.sender, token=token, lang=lang,
+                t=unsubscribe_labels(lang), preferences_token=web_context().signer.sign("preferences", delivery_id))
     if request.method == "GET":
-        return render_template("public/unsubscribe.html", email=delivery.email, contact=contact,
-                               sender=web_context().settings.sender, token=token)
+        return render_template("public/unsubscribe.html", **view)
     one_click = is_one_click(request)
     if not one_click:
         # Exempted from the blanket check in create_app so the one-click body can be told apart.
@@ -48,20 +51,7 @@ def unsubscribe(token: str):
     session.commit()
     if one_click:
         return Response("You are unsubscribed.\n", status=200, mimetype="text/plain")
-    return render_template("public/unsubscribed.html", email=delivery.email,
-                           sender=web_context().settings.sender)
-
-
-@bp.get("/p/", defaults={"token": ""})
-@bp.get("/p/<token>")
-def preferences(token: str):
-    """The preference centre (minimal for now): address, subscription status and an unsubscribe button."""
-    ctx = web_context()
-    delivery_id = ctx.signer.unsign("preferences", token)
-    delivery, contact = _load(db_session(), delivery_id)
-    return render_template("public/preferences.html", email=delivery.email, contact=contact,
-                           sender=ctx.settings.sender,
-                           unsubscribe_token=ctx.signer.sign("unsubscribe", delivery_id))
+    return render_template("public/unsubscribed.html", **view)
 
 
 @bp.get("/v/", defaults={"token": ""})

@@ -24,7 +24,7 @@ from sqlmodel import Session
 
 from engine.campaigns import load_campaign
 from engine.db import session_scope
-from engine.models import Campaign, Contact, Delivery, Order, Run, Suppression, SurveyAnswer, SurveyResponse
+from engine.models import Campaign, Contact, Delivery, KindOptOut, Order, Run, Suppression, SurveyAnswer, SurveyResponse
 from engine.tokens import PURPOSES, BadToken
 from engine.web import create_app
 
@@ -33,13 +33,18 @@ from .factories import T0, make_campaign, make_contact, make_delivery, make_run
 #: The token purpose each known public endpoint checks; endpoints added later fall back to "any genuine token".
 ROUTE_PURPOSE = {
     "public.unsubscribe": "unsubscribe",
-    "public.preferences": "preferences",
+    "preferences.page": "preferences",
+    "preferences.save": "preferences",
+    "preferences.resubscribe": "preferences",
+    "preferences.download": "preferences",
+    "preferences.erase": "preferences",
+    "coupons.page": "coupon",
     "public.view_in_browser": "view",
     "public.survey_answer": "survey",
     "surveys.page": "survey",
 }
 #: Endpoints that write only from a CSRF-protected form, which random requests never carry a valid token for.
-CSRF_ONLY_WRITES = {"surveys.page"}
+CSRF_ONLY_WRITES = {"surveys.page", "preferences.save", "preferences.resubscribe", "preferences.erase"}
 PRIVATE_BLUEPRINTS = {"admin", "static"}
 _ARG = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
 TOKEN_CHARS = string.ascii_letters + string.digits + "-_."
@@ -113,7 +118,9 @@ def snapshot(db) -> dict:
     """Everything a public page could change."""
     with Session(db) as s:
         return {
-            "contacts": sorted(s.exec(select(Contact.id, Contact.status, Contact.updated_at)).all()),
+            "contacts": sorted(s.exec(select(Contact.id, Contact.email, Contact.status, Contact.language,
+                                             Contact.erased_at, Contact.updated_at)).all(), key=repr),
+            "optouts": sorted(s.exec(select(KindOptOut.contact_id, KindOptOut.kind)).all()),
             "deliveries": sorted(s.exec(select(Delivery.id, Delivery.status, Delivery.last_error)).all()),
             "suppressions": sorted(s.exec(select(Suppression.email_key, Suppression.reason)).all()),
             "responses": sorted(s.exec(select(SurveyResponse.id, SurveyResponse.updated_at,

@@ -171,21 +171,6 @@ def test_token_of_a_deleted_delivery_is_a_404(app, signer, mail, db):
     assert _snapshot(db) == before
 
 
-def test_preferences_page(client, signer, mail, db):
-    url = f"/p/{signer.sign('preferences', mail['delivery'])}"
-    html = client.get(url).text
-    assert "alice@example.com" in html
-    assert '<dd class="subscription-status">subscribed</dd>' in html
-    action = re.search(r'<form method="post" action="([^"]+)"', html).group(1)
-    assert action == f"/u/{signer.sign('unsubscribe', mail['delivery'])}"
-    response = client.post(action, data={"csrf_token": _csrf_token(html)})
-    assert response.status_code == 200
-    _assert_alice_unsubscribed(db, mail)
-    html = client.get(url).text
-    assert '<dd class="subscription-status">unsubscribed</dd>' in html
-    assert "<form" not in html
-
-
 def test_preferences_refuses_an_unsubscribe_token(client, signer, mail):
     assert client.get(f"/p/{signer.sign('unsubscribe', mail['delivery'])}").status_code == 400
     assert client.get("/p/").status_code == 400
