@@ -46,14 +46,13 @@ from decimal import Decimal
 from typing import Iterable, Mapping, Sequence
 
 from sqlalchemy import BigInteger, String, and_, bindparam, cast, exists, func, literal, literal_column, null, select, union_all
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 from sqlmodel import Session
 
 from .clock import ensure_utc
-from .db import UTCDateTime
+from .db import UTCDateTime, upsert_insert
 from .errors import NotFound, ValuemailError
 from .models import VOID_ORDER_STATUSES, Contact, Order, PointsEntry
 
@@ -240,10 +239,6 @@ def _at(name: str, value: datetime) -> ColumnElement:
     return bindparam(name, ensure_utc(value), type_=UTCDateTime(), unique=True)
 
 
-def _insert(session: Session):
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
 def _chunks(ids: Sequence[int], size: int = _IDS_PER_QUERY) -> Iterable[list[int]]:
     for start in range(0, len(ids), size):
         yield list(ids[start:start + size])
@@ -290,7 +285,7 @@ _COLUMNS = ["contact_id", "kind", "points", "order_id", "source_key", "occurred_
 
 def _insert_from(session: Session, query) -> int:
     """INSERT ... SELECT that skips keys already taken; the number of rows written."""
-    statement = (_insert(session)(_LEDGER).from_select(_COLUMNS, query)
+    statement = (upsert_insert(session, _LEDGER).from_select(_COLUMNS, query)
                  .on_conflict_do_nothing(index_elements=["source_key"]).returning(_LEDGER.c.id))
     # Counted from RETURNING: psycopg reports no row count for INSERT ... SELECT here.
     return len(session.execute(statement).all())
@@ -335,7 +330,7 @@ def _settle(session: Session, *, now: datetime, contact_ids: list[int] | None) -
         for contact_id, entries in _load_entries(session, chunk, until=now).items():
             rows.extend(_replay(entries, now=now, settle=True).new)
         if rows:
-            statement = _insert(session)(_LEDGER).on_conflict_do_nothing(index_elements=["source_key"])
+            statement = upsert_insert(session, _LEDGER).on_conflict_do_nothing(index_elements=["source_key"])
             session.execute(statement, rows)
             for row in rows:
                 written[row["kind"]] += 1
@@ -670,7 +665,7 @@ def _spend_or_add(session: Session, contact_id: int, points: int, *, kind: str, 
             raise InsufficientPoints(contact_id, current, -points)
         row = _new_row(contact_id, kind, points, None, key, now, now, note=note[:500])
         row["expires_at"] = expires_at
-        written = session.execute(_insert(session)(_LEDGER).values(**row).on_conflict_do_nothing(
+        written = session.execute(upsert_insert(session, _LEDGER).values(**row).on_conflict_do_nothing(
             index_elements=["source_key"]).returning(PointsEntry.id)).first()
         if written is not None:
             return Redemption(entry_id=written[0], points=abs(points), balance=current + points, created=True)

@@ -17,8 +17,8 @@ from typing import Any, Iterable, Protocol, Sequence
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, case, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from .db import upsert_insert
 from .errors import ValuemailError
 from .models import Delivery, Order, Run, SurveyAnswer, SurveyResponse
 from .tokens import TokenSigner
@@ -126,10 +126,6 @@ class ResponseState:
         return self.submitted_at is not None
 
 
-def _insert(session):
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
 def record_answer(session, *, survey: Survey, delivery_id: int, question: str, value: Any,
                   now: datetime) -> ResponseState:
     """Store (or change) one answer of the invitation `delivery_id`; idempotent; SurveyClosed after submit."""
@@ -147,7 +143,7 @@ def record_answer(session, *, survey: Survey, delivery_id: int, question: str, v
     if order_id:
         order_pk = session.execute(select(Order.id).where(Order.order_id == str(order_id))).scalar()
     # Two clicks at once both insert; the unique delivery_id keeps one response.
-    session.execute(_insert(session)(SurveyResponse).values(
+    session.execute(upsert_insert(session, SurveyResponse).values(
         delivery_id=delivery_id, campaign_id=delivery.campaign_id, contact_id=delivery.contact_id, order_id=order_pk,
         first_answered_at=now, updated_at=now,
     ).on_conflict_do_nothing(index_elements=["delivery_id"]))
@@ -165,7 +161,7 @@ def record_answer(session, *, survey: Survey, delivery_id: int, question: str, v
             session.execute(delete(SurveyAnswer).where(SurveyAnswer.response_id == response_id,
                                                        SurveyAnswer.question == question))
         else:
-            statement = _insert(session)(SurveyAnswer).values(response_id=response_id, question=question,
+            statement = upsert_insert(session, SurveyAnswer).values(response_id=response_id, question=question,
                                                               value_number=number, value_text=text)
             session.execute(statement.on_conflict_do_update(
                 index_elements=["response_id", "question"],
@@ -205,18 +201,16 @@ def _answers(session, response_id: int) -> dict[str, float | str]:
 
 def survey_for_delivery(session, *, delivery_id: int, settings):
     """The campaign (as it was sent) whose survey `delivery_id` invites to; SurveyError when it is none."""
-    from .campaigns import load_campaign
+    from .campaigns import load_stored  # the campaign package builds on this module's kinds
     from .errors import InvalidFile
 
     row = session.execute(select(Run.definition).join(Delivery, Delivery.run_id == Run.id)
                           .where(Delivery.id == delivery_id)).first()
     if row is None:
         raise SurveyError("this survey invitation does not exist (any more)")
-    definition = row.definition or {}
     try:
-        campaign = load_campaign(settings.campaigns_dir / definition["file"], settings=settings, segment_names=None,
-                                 today=None, source=definition["source"])
-    except (InvalidFile, KeyError) as exc:
+        campaign = load_stored(row.definition or {}, settings=settings)
+    except InvalidFile as exc:
         raise SurveyError(f"the survey of this invitation can no longer be read: {exc}") from exc
     if campaign.kind_name != "post_purchase_survey":
         raise SurveyError("this link does not belong to a survey")

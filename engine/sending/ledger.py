@@ -17,11 +17,10 @@ from datetime import datetime, timedelta
 from typing import Iterable, Sequence
 
 from sqlalchemy import and_, bindparam, delete, func, literal, or_, select, true, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from ..db import session_scope
+from ..db import session_scope, upsert_insert
 from ..models import (
     OPEN_RUN_STATUSES,
     Campaign,
@@ -35,24 +34,19 @@ from ..models import (
 Q = DeliveryStatus
 
 
-def _insert(session_or_engine, table):
-    bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
-    return (postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert)(table)
-
-
 # -- campaigns and runs -------------------------------------------------------------------------
 
 def sync_campaign(session: Session, campaign, *, now: datetime) -> None:
     """Store (or refresh) the campaign row from its file."""
     values = dict(name=campaign.name, kind=campaign.kind_name, values=list(campaign.values),
                   definition=campaign.as_json(), source_hash=campaign.source_hash, synced_at=now)
-    stmt = _insert(session, Campaign).values(id=campaign.id, first_seen_at=now, **values)
+    stmt = upsert_insert(session, Campaign).values(id=campaign.id, first_seen_at=now, **values)
     session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=values))
 
 
 def first_seen(session: Session, campaign, *, now: datetime) -> datetime:
     """When this campaign was first stored (now, for a file seen for the first time)."""
-    stmt = _insert(session, Campaign).values(
+    stmt = upsert_insert(session, Campaign).values(
         id=campaign.id, name=campaign.name, kind=campaign.kind_name, values=list(campaign.values),
         definition=campaign.as_json(), source_hash=campaign.source_hash, synced_at=now, first_seen_at=now,
     ).on_conflict_do_nothing(index_elements=["id"])
@@ -86,7 +80,7 @@ def create_run(session: Session, campaign, *, occurrence_at: datetime, now: date
     `transactional` runs carry mail a recipient asked for (e.g. a contest win) and are exempt
     from the frequency cap.
     """
-    stmt = _insert(session, Run).values(
+    stmt = upsert_insert(session, Run).values(
         campaign_id=campaign.id, occurrence_at=occurrence_at, status=RunStatus.populating.value, is_test=is_test,
         transactional=transactional,
         definition=campaign.as_json(), populate_cursor=0, total=0, pause_reason="", created_at=now,
@@ -116,7 +110,7 @@ def populate(engine: Engine, run_id: int, *, members_after, batch_size: int, now
             rows = select(literal(run_id), batch.c.contact_id, batch.c.email, batch.c.segment,
                           literal(Q.queued.value), literal(0), bindparam("created", now, type_=ts),
                           bindparam("updated", now, type_=ts)).where(true())
-            stmt = (_insert(session, Delivery)
+            stmt = (upsert_insert(session, Delivery)
                     .from_select(["run_id", "contact_id", "email", "segment", "status", "attempts",
                                   "created_at", "updated_at"], rows)
                     .on_conflict_do_nothing(index_elements=["run_id", "contact_id"])

@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from sqlalchemy import and_, case, delete, exists, func, literal, or_, select, true
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ... import feeds
+from ...db import upsert_insert
 from ...models import Contact, ContentItem, Delivery, DeliveryStatus, ItemSend, Run
 from .base import BaseKind, KindContext, Recipient, SectionModel
 
@@ -214,11 +214,6 @@ class KnowledgeSharing(BaseKind):
 
 # -- content_items ------------------------------------------------------------------------------
 
-def _insert(session, table):
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-
-
 def store_file_items(session, campaign_id: str, items: list[Item], *, now: datetime, refresh: bool) -> None:
     """Upsert the campaign file's items; `refresh` also rewrites stored ones (the file is the truth)."""
     if not items:
@@ -226,7 +221,7 @@ def store_file_items(session, campaign_id: str, items: list[Item], *, now: datet
     rows = [{"campaign_id": campaign_id, "item_key": i.item_key, "type": i.type, "title": i.title, "url": i.url,
              "summary": i.summary, "image_url": i.image_url, "source": "file", "published_at": None,
              "fetched_at": now} for i in items]
-    stmt = _insert(session, _ITEMS)
+    stmt = upsert_insert(session, _ITEMS)
     if refresh:
         stmt = stmt.on_conflict_do_update(
             index_elements=["campaign_id", "item_key"],
@@ -245,7 +240,7 @@ def store_feed_items(session, campaign_id: str, entries: list[feeds.FeedItem], *
     rows = [{"campaign_id": campaign_id, "item_key": e.key, "type": item_type, "title": e.title, "url": e.url,
              "summary": e.summary, "image_url": e.image_url, "source": "feed", "published_at": e.published_at,
              "fetched_at": now} for e in entries]
-    stmt = _insert(session, _ITEMS)
+    stmt = upsert_insert(session, _ITEMS)
     stmt = stmt.on_conflict_do_update(
         index_elements=["campaign_id", "item_key"],
         set_={c: stmt.excluded[c] for c in ("type", "title", "url", "summary", "image_url", "published_at",
@@ -318,7 +313,7 @@ def _record(session, recipients: list[Recipient], picks: dict[int, list[int]], *
     rows = [{"contact_id": r.contact_id, "item_id": item_id, "delivery_id": r.delivery_id, "created_at": now}
             for r in recipients for item_id in picks.get(r.contact_id, [])]
     if rows:
-        stmt = _insert(session, _SENDS).on_conflict_do_nothing(index_elements=["contact_id", "item_id"])
+        stmt = upsert_insert(session, _SENDS).on_conflict_do_nothing(index_elements=["contact_id", "item_id"])
         session.execute(stmt, rows)
 
 
