@@ -261,6 +261,15 @@ class PeriodScore:
     def delta_responses(self) -> int | None:
         return None if self.previous is None else self.responses - self.previous.responses
 
+    def as_json(self) -> dict[str, Any]:
+        """The period's figures and their change since the period before, JSON-ready."""
+        return {
+            "period": self.label, "start": self.start.isoformat(), "end": self.end.isoformat(),
+            "responses": self.responses, "nps": self.nps, "promoters": self.promoters, "passives": self.passives,
+            "detractors": self.detractors, "average_rating": self.average_rating, "ratings": self.ratings,
+            "change": {"responses": self.delta_responses, "nps": self.delta_nps, "average_rating": self.delta_rating},
+        }
+
 
 def period_bounds(now: datetime, *, period: str, count: int, tz: ZoneInfo | timezone = timezone.utc) -> list[datetime]:
     """count + 1 UTC instants: the starts of the `count` periods up to the one holding `now`, then its end."""

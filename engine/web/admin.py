@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask import Blueprint, abort, jsonify, redirect, render_template, request, url_for
 
+from ..campaigns import load_campaign
+from ..errors import InvalidFile
 from ..models import Run
-from .context import db_session
+from ..surveys import PERIODS, satisfaction
+from .context import db_session, web_context
 from .ledger import STATUS_ORDER, delivery_page, list_runs, run_summary
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -60,6 +63,32 @@ def run_detail(run_id: int):
         "admin/run_detail.html", summary=summary, deliveries=deliveries, next_after=next_after,
         statuses=STATUS_ORDER, status=status, q=email, first_page=after == 0,
     )
+
+
+@bp.get("/surveys/<campaign_id>/results.json")
+def survey_results(campaign_id: str):
+    """NPS, average rating and responses per period with the change since the period before (JSON)."""
+    ctx = web_context()
+    period = request.args.get("period", "month")
+    periods = _int_arg("periods")
+    periods = 6 if periods is None else periods
+    if period not in PERIODS or not 1 <= periods <= 60:
+        return jsonify(error=f"period must be one of {', '.join(PERIODS)} and periods 1-60"), 400
+    path = ctx.settings.campaigns_dir / f"{campaign_id}.toml"
+    if "/" in campaign_id or not path.is_file():
+        return jsonify(error=f"no campaign {campaign_id!r}"), 404
+    try:
+        campaign = load_campaign(path, settings=ctx.settings, segment_names=None, today=None)
+    except InvalidFile as exc:
+        return jsonify(error=str(exc)), 409
+    if campaign.kind_name != "post_purchase_survey":
+        return jsonify(error=f"campaign {campaign_id!r} is not a survey"), 404
+    now = ctx.clock.now()
+    scores = satisfaction(db_session(), campaign.id, survey=campaign.section, now=now, period=period,
+                          periods=periods, tz=ctx.settings.tz)
+    return jsonify(campaign=campaign.id, name=campaign.name, period=period, as_of=now.isoformat(),
+                   questions=[{"key": q.key, "type": q.type, "text": q.text} for q in campaign.section.questions],
+                   periods=[s.as_json() for s in scores])
 
 
 def _int_arg(name: str) -> int | None:
