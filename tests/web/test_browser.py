@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from sqlmodel import Session, select
 
@@ -12,12 +10,9 @@ from engine.db import session_scope
 from engine.models import Contact, Delivery, Suppression
 from engine.web import create_app
 
-from .factories import make_campaign, make_contact, make_delivery, make_run
+from tests.support.browser import ARTIFACTS, chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+from .factories import make_campaign, make_contact, make_delivery, make_run
 
 
 @pytest.fixture
@@ -31,9 +26,6 @@ def live_server(settings, db, clock):
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_unsubscribe_in_chromium_on_a_phone(live_server, db, signer):
-    if not CHROMIUM.exists():
-        pytest.fail("Chromium missing: apt-get install -y chromium")
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     with session_scope(db) as s:
         run = make_run(s, make_campaign(s))
         alice = make_contact(s, "alice@example.com")
@@ -43,28 +35,24 @@ def test_unsubscribe_in_chromium_on_a_phone(live_server, db, signer):
     url = f"{live_server}/u/{signer.sign('unsubscribe', delivery_id)}"
     ARTIFACTS.mkdir(exist_ok=True)
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 375, "height": 740}, device_scale_factor=2,
-                                    is_mobile=True, has_touch=True)
-            console_errors: list[str] = []
-            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-            page.goto(url)
-            assert page.locator("h1").inner_text() == "Unsubscribe alice@example.com from Example Shop mails?"
-            button = page.locator("#confirm")
-            box = button.bounding_box()
-            assert box["height"] >= 44 and box["x"] >= 0 and box["x"] + box["width"] <= 375
-            # The page fits the phone: nothing wider than the viewport.
-            assert page.evaluate("document.documentElement.scrollWidth") <= 375
-            page.screenshot(path=str(ARTIFACTS / "unsubscribe-confirm-375.png"), full_page=True)
-            button.click()
-            page.wait_for_load_state()
-            assert page.locator("h1").inner_text() == "You are unsubscribed"
-            page.screenshot(path=str(ARTIFACTS / "unsubscribe-done-375.png"), full_page=True)
-            assert console_errors == []  # e.g. no CSP violations for our own stylesheet
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 375, "height": 740}, device_scale_factor=2,
+                                is_mobile=True, has_touch=True)
+        console_errors: list[str] = []
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+        page.goto(url)
+        assert page.locator("h1").inner_text() == "Unsubscribe alice@example.com from Example Shop mails?"
+        button = page.locator("#confirm")
+        box = button.bounding_box()
+        assert box["height"] >= 44 and box["x"] >= 0 and box["x"] + box["width"] <= 375
+        # The page fits the phone: nothing wider than the viewport.
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        page.screenshot(path=str(ARTIFACTS / "unsubscribe-confirm-375.png"), full_page=True)
+        button.click()
+        page.wait_for_load_state()
+        assert page.locator("h1").inner_text() == "You are unsubscribed"
+        page.screenshot(path=str(ARTIFACTS / "unsubscribe-done-375.png"), full_page=True)
+        assert console_errors == []  # e.g. no CSP violations for our own stylesheet
 
     with Session(db) as s:
         assert s.get(Contact, alice_id).status == "unsubscribed"
