@@ -27,25 +27,37 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeSerializer, URLSafeTimedSerializer
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from .errors import NotFound, ValuemailError
-from .models import Campaign, Contact, Delivery, DeliveryStatus, Run, RunStatus
+from .models import (TRANSACTIONAL_ONLY, TRANSACTIONAL_STATUSES, Campaign, Contact, ContactStatus, Delivery,
+                     DeliveryStatus, Event, Run, RunStatus)
 from .models import Contest as ContestRow
 from .models import ContestEntry
-from .tokens import BadToken, TokenSigner
+from .suppression import email_key, is_suppressed
+from .tokens import MAX_ID, BadToken, TokenSigner
 
 ALGORITHM = "valuemail-contest-v1"
 DOCUMENT_FORMAT = "valuemail-contest-entries/1"
 #: The salt of share-link tokens, so that no other link's token is accepted as one.
 REFERRAL_SALT = "valuemail.contest-referral"
+#: The salt of the links in the mail that confirms an entry made through a share link.
+CONFIRM_SALT = "valuemail.contest-confirm"
+#: How long a confirmation link works after its mail was sent.
+CONFIRM_MAX_AGE = timedelta(days=7)
+#: A new confirmation mail for the same address and contest is queued at most this often.
+CONFIRM_COOLDOWN = timedelta(minutes=10)
+#: The template of the confirmation mail (its strings: templates/emails/strings/contest_confirm.toml).
+CONFIRM_TEMPLATE = "contest_confirm.mjml"
+#: The event that records a newsletter opt-in given while confirming an entry (proof of consent).
+CONSENT_EVENT = "newsletter_consent"
 
 
 class ContestError(ValuemailError):
@@ -125,23 +137,47 @@ class EntryResult:
     referred_by: int | None
 
 
+def window_state(contest: ContestRow | None, rules: ContestRules, now: datetime) -> str:
+    """"not_open" (before the window or never opened), "open", or "closed" (after it, or drawn)."""
+    if contest is None or now < rules.opens_at:
+        return "not_open"
+    if now > rules.closes_at or contest.drawn_at is not None:
+        return "closed"
+    return "open"
+
+
+def check_window(contest: ContestRow | None, rules: ContestRules, now: datetime) -> None:
+    """EntryRefused ("not_open" or "closed") unless `now` is inside the contest's entry window."""
+    state = window_state(contest, rules, now)
+    if state == "not_open" and contest is None:
+        raise EntryRefused("not_open", "This contest has not opened yet.")
+    if state == "not_open":
+        raise EntryRefused("not_open", f"This contest opens on {rules.opens_at:%Y-%m-%d %H:%M} UTC; "
+                                       "please come back then.")
+    if state == "closed":
+        raise EntryRefused("closed", f"Entries closed on {rules.closes_at:%Y-%m-%d %H:%M} UTC. "
+                                     "Thank you for your interest!")
+
+
+def may_take_part(session: Session, contact: Contact) -> bool:
+    """True when a win could be mailed to the contact: not erased, not opted out, address not suppressed."""
+    return (contact.erased_at is None and contact.status in TRANSACTIONAL_STATUSES
+            and not is_suppressed(session, contact.email))
+
+
 def enter(session: Session, campaign_id: str, contact_id: int, *, rules: ContestRules, now: datetime,
           referred_by: int | None = None) -> EntryResult:
     """Enter a contact into the draw: once per contact, only inside the window, never self-referred."""
-    contest = get_contest(session, campaign_id)
-    if contest is None:
-        raise EntryRefused("not_open", "This contest has not opened yet.")
-    if now < rules.opens_at:
-        raise EntryRefused("not_open", f"This contest opens on {rules.opens_at:%Y-%m-%d %H:%M} UTC; "
-                                       "please come back then.")
-    if now > rules.closes_at or contest.drawn_at is not None:
-        raise EntryRefused("closed", f"Entries closed on {rules.closes_at:%Y-%m-%d %H:%M} UTC. "
-                                     "Thank you for your interest!")
+    check_window(get_contest(session, campaign_id), rules, now)
     if referred_by is not None and referred_by == contact_id:
         raise EntryRefused("self_referral", "Your own share link is for your friends; "
                                             "use the link in your invitation to enter yourself.")
-    if session.get(Contact, contact_id) is None:
+    contact = session.get(Contact, contact_id)
+    if contact is None:
         raise EntryRefused("unknown_contact", "We could not find your subscription.")
+    if not may_take_part(session, contact):
+        # A winner must be told by mail; an address we may no longer mail could never be.
+        raise EntryRefused("unavailable", "This address no longer receives our mail, so it cannot take part.")
     if referred_by is not None and session.get(Contact, referred_by) is None:
         referred_by = None  # the referrer was erased since sharing: the friend still enters
     stmt = _insert(session, ContestEntry).values(campaign_id=campaign_id, contact_id=contact_id,
@@ -163,6 +199,25 @@ def tickets(session: Session, campaign_id: str, contact_id: int, *, bonus_entrie
     referred = session.execute(select(func.count()).where(
         ContestEntry.campaign_id == campaign_id, ContestEntry.referred_by == contact_id)).scalar()
     return 1 + bonus_entries_per_referral * referred
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where a contact stands in a contest: entered or not, tickets, friends who entered through their link."""
+
+    entered: bool
+    tickets: int
+    friends: int
+
+
+def standing(session: Session, campaign_id: str, contact_id: int, *, bonus_entries_per_referral: int) -> Standing:
+    """The contact's entry, tickets and referred friends (two indexed counts)."""
+    entered = session.execute(select(ContestEntry.id).where(
+        ContestEntry.campaign_id == campaign_id, ContestEntry.contact_id == contact_id)).first() is not None
+    friends = session.execute(select(func.count()).where(
+        ContestEntry.campaign_id == campaign_id, ContestEntry.referred_by == contact_id)).scalar()
+    return Standing(entered=entered, tickets=1 + bonus_entries_per_referral * friends if entered else 0,
+                    friends=friends)
 
 
 @dataclass(frozen=True)
@@ -396,7 +451,7 @@ def referrer_of(secret_key: str, token: str) -> tuple[str, int]:
     except BadSignature:
         raise BadToken("this link is not valid") from None
     if (not isinstance(value, list) or len(value) != 2 or not isinstance(value[0], str)
-            or not isinstance(value[1], int) or isinstance(value[1], bool) or value[1] <= 0):
+            or not isinstance(value[1], int) or isinstance(value[1], bool) or not 0 < value[1] <= MAX_ID):
         raise BadToken("this link is not valid")
     return value[0], value[1]
 
@@ -411,6 +466,226 @@ def entrant_of_link(session: Session, signer: TokenSigner, token: str) -> tuple[
     return row.campaign_id, row.contact_id
 
 
+# -- entering through a share link: confirmed by email ---------------------------------------------
+#
+# A share link names the contest and the referrer, not the visitor, so whoever opens it types an
+# address and gets a mail with a link that proves they own it (double opt-in). Only confirming
+# enters them, and only their entry counts for the referrer. The page answers the same "check
+# your inbox" whatever the address, so it cannot be used to learn who is a contact.
+#
+# The delivery ledger needs a contact for every mail, so an address that is no contact yet becomes
+# one when its confirmation is queued, with status TRANSACTIONAL_ONLY: never in a segment, never
+# sent marketing, reachable only by mail they asked for (this confirmation, a winner's notice).
+# Ticking "also send me the newsletter" on the confirm page makes them subscribed, recorded as a
+# CONSENT_EVENT. Suppressed and erased addresses are never created, queued or entered.
+
+@dataclass(frozen=True)
+class Confirmation:
+    """What a confirmation link stands for: this address enters this contest, referred by that contact."""
+
+    campaign_id: str
+    email: str
+    referrer_id: int | None
+
+
+class ConfirmationExpired(BadToken):
+    """A genuine confirmation link past CONFIRM_MAX_AGE; `confirmation` is what it was for."""
+
+    def __init__(self, confirmation: Confirmation):
+        super().__init__("this link has expired")
+        self.confirmation = confirmation
+
+
+class _ClockSigner(TimestampSigner):
+    """A timestamp signer that reads the caller's clock, so links age by the engine's time."""
+
+    def __init__(self, *args: Any, now: int, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._now = now
+
+    def get_timestamp(self) -> int:
+        return self._now
+
+
+def _confirm_serializer(secret_key: str, now: datetime) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(secret_key, salt=CONFIRM_SALT, signer=_ClockSigner,
+                                  signer_kwargs={"now": int(now.timestamp())})
+
+
+def confirm_token(secret_key: str, campaign_id: str, email: str, referrer_id: int | None, *, now: datetime) -> str:
+    """A confirmation-link token, signed at `now` with its own salt."""
+    return _confirm_serializer(secret_key, now).dumps([campaign_id, email, referrer_id])
+
+
+def confirm_url(secret_key: str, base_url: str, campaign_id: str, email: str, referrer_id: int | None, *,
+                now: datetime) -> str:
+    """The link in the confirmation mail: /c/confirm/<token>."""
+    return f"{base_url}/c/confirm/{confirm_token(secret_key, campaign_id, email, referrer_id, now=now)}"
+
+
+def confirmation_of(secret_key: str, token: str, *, now: datetime) -> Confirmation:
+    """What a confirmation token stands for; BadToken when forged, ConfirmationExpired when too old."""
+    serializer = _confirm_serializer(secret_key, now)
+    try:
+        value = serializer.loads(token, max_age=int(CONFIRM_MAX_AGE.total_seconds()))
+    except SignatureExpired as exc:
+        # The signature is genuine, only old: what it names can be trusted to offer a new link.
+        try:
+            confirmation = _confirmation(serializer.load_payload(exc.payload))
+        except (BadSignature, BadToken):
+            raise BadToken("this link is not valid") from None
+        raise ConfirmationExpired(confirmation) from None
+    except BadSignature:
+        raise BadToken("this link is not valid") from None
+    return _confirmation(value)
+
+
+def _confirmation(value: Any) -> Confirmation:
+    if not isinstance(value, list) or len(value) != 3:
+        raise BadToken("this link is not valid")
+    campaign_id, email, referrer = value
+    if not isinstance(campaign_id, str) or not isinstance(email, str) or "@" not in email or len(email) > 320:
+        raise BadToken("this link is not valid")
+    if referrer is not None and (not isinstance(referrer, int) or isinstance(referrer, bool)
+                                 or not 0 < referrer <= MAX_ID):
+        raise BadToken("this link is not valid")
+    return Confirmation(campaign_id=campaign_id, email=email, referrer_id=referrer)
+
+
+def contact_by_email(session: Session, email: str, *, for_update: bool = False) -> Contact | None:
+    """The contact with this address (case-insensitive); locked for the transaction with `for_update`."""
+    query = select(Contact).where(Contact.email_key == email_key(email))
+    if for_update:
+        query = query.with_for_update()  # PostgreSQL; SQLite writers are serialised anyway
+    return session.execute(query.execution_options(populate_existing=True)).scalars().first()
+
+
+def _create_contact(session: Session, email: str, *, status: str, language: str | None, now: datetime) -> Contact:
+    """The contact for `email`, inserted unless a concurrent request did so first; locked."""
+    stmt = _insert(session, Contact).values(email=email.strip(), email_key=email_key(email), status=status,
+                                           language=language, attributes={}, first_name="", last_name="",
+                                           created_at=now, updated_at=now)
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["email_key"]))
+    return contact_by_email(session, email, for_update=True)
+
+
+def request_confirmation(session: Session, campaign, *, rules: ContestRules, email: str, referrer_id: int,
+                         language: str | None, settings, now: datetime) -> bool:
+    """Queue the mail that confirms a share-link entry; False when nothing was queued.
+
+    Nothing is queued for an address we must not mail (suppressed, erased, opted out), nor while
+    another confirmation for it is waiting or went out less than CONFIRM_COOLDOWN ago. Callers show
+    the same page either way, so the answer never tells whether an address is a contact.
+    """
+    check_window(get_contest(session, campaign.id), rules, now)
+    if is_suppressed(session, email):
+        return False
+    contact = contact_by_email(session, email, for_update=True)
+    if contact is None:
+        contact = _create_contact(session, email, status=TRANSACTIONAL_ONLY, language=language, now=now)
+    if not may_take_part(session, contact) or _confirmation_pending(session, campaign.id, contact.id, now=now):
+        return False
+    _queue_confirmation(session, campaign, contact, referrer_id=referrer_id, settings=settings, now=now)
+    return True
+
+
+def _confirmation_pending(session: Session, campaign_id: str, contact_id: int, *, now: datetime) -> bool:
+    """True while a confirmation to the contact is queued or was created within CONFIRM_COOLDOWN."""
+    rows = session.execute(
+        select(Delivery.status, Delivery.created_at, Delivery.data).join(Run, Run.id == Delivery.run_id)
+        .where(Run.campaign_id == campaign_id, Run.transactional.is_(True), Delivery.contact_id == contact_id)
+        .order_by(Delivery.id.desc()).limit(50)
+    ).all()
+    waiting = (DeliveryStatus.queued.value, DeliveryStatus.claimed.value)
+    return any((data or {}).get("mail") == "confirm" and (status in waiting or created_at > now - CONFIRM_COOLDOWN)
+               for status, created_at, data in rows)
+
+
+def _queue_confirmation(session: Session, campaign, contact: Contact, *, referrer_id: int, settings,
+                        now: datetime) -> Run:
+    """A transactional run with the one confirmation delivery, ready for the sending workers."""
+    from .sending import ledger
+
+    mail = confirmation_campaign(campaign, settings=settings)
+    occurrence = now
+    # Runs are unique per (campaign, instant): another mail queued in the same microsecond takes the next one.
+    for _ in range(1000):
+        run, created = ledger.create_run(session, mail, occurrence_at=occurrence, now=now, transactional=True)
+        if created:
+            break
+        occurrence += timedelta(microseconds=1)
+    else:
+        raise ContestError(f"contest '{campaign.id}': could not queue a confirmation mail, please try again")
+    segment = _invitation_segments(session, campaign.id, [contact.id]).get(contact.id)
+    session.add(Delivery(run_id=run.id, contact_id=contact.id, email=contact.email,
+                         segment=segment if segment in mail.variants else mail.segments[-1],
+                         status=DeliveryStatus.queued.value, attempts=0,
+                         data={"mail": "confirm", "referrer": referrer_id}, created_at=now, updated_at=now))
+    # Sending in the same transaction: a run left "populating" would be filled with the whole audience.
+    run.total = 1
+    run.status = RunStatus.sending.value
+    run.started_at = now
+    session.add(run)
+    session.flush()
+    return run
+
+
+@dataclass(frozen=True)
+class ConfirmedEntry:
+    """The outcome of a confirmation: whose entry, and the entry itself."""
+
+    contact_id: int
+    entry: EntryResult
+
+
+def confirm_entry(session: Session, confirmation: Confirmation, *, rules: ContestRules, language: str | None,
+                  newsletter: bool, now: datetime) -> ConfirmedEntry:
+    """Enter the confirmed address (creating its contact if need be), credited to the referrer once.
+
+    `newsletter` is the visitor's own unticked-by-default choice: only then does a contact who never
+    subscribed become subscribed, and the consent is recorded as an event.
+    """
+    campaign_id = confirmation.campaign_id
+    check_window(get_contest(session, campaign_id), rules, now)
+    contact = contact_by_email(session, confirmation.email, for_update=True)
+    if contact is None:
+        if is_suppressed(session, confirmation.email):
+            raise EntryRefused("unavailable", "This address no longer receives our mail, so it cannot take part.")
+        contact = _create_contact(session, confirmation.email, status=TRANSACTIONAL_ONLY, language=language, now=now)
+    result = enter(session, campaign_id, contact.id, rules=rules, now=now, referred_by=confirmation.referrer_id)
+    if newsletter and contact.status == TRANSACTIONAL_ONLY:
+        contact.status = ContactStatus.subscribed.value
+        contact.updated_at = now
+        session.add(contact)
+        session.execute(_insert(session, Event).values(
+            contact_id=contact.id, type=CONSENT_EVENT, occurred_at=now,
+            data={"source": "contest confirmation", "campaign": campaign_id},
+        ).on_conflict_do_nothing(index_elements=["contact_id", "type", "occurred_at"]))
+        session.flush()
+    return ConfirmedEntry(contact_id=contact.id, entry=result)
+
+
+def confirmation_campaign(campaign, *, settings):
+    """The campaign as the confirmation mail uses it: its own subject and template, no schedule.
+
+    Per-segment contest texts (a variant's headline) are kept; the run stores this definition, so
+    the workers and "view in browser" show exactly the mail that was sent.
+    """
+    from .campaigns import load_campaign
+
+    section_key = campaign.kind.section_key
+    data = {key: value for key, value in campaign.raw.items()
+            if key not in ("schedule", "preheader", "local_time", "variants")}
+    data["subject"] = "{{ t.confirm_subject }}"
+    data["template"] = CONFIRM_TEMPLATE
+    variants = {segment: {section_key: override[section_key]}
+                for segment, override in (campaign.raw.get("variants") or {}).items() if section_key in override}
+    if variants:
+        data["variants"] = variants
+    source = "# The entry confirmation mail of this contest (generated by the contest share page).\n" + dump_toml(data)
+    return load_campaign(campaign.path, settings=settings, segment_names=None, today=None, source=source)
+
+
 # -- the winners' notification --------------------------------------------------------------------
 
 def stored_campaign(session: Session, campaign_id: str, *, settings):
@@ -421,6 +696,8 @@ def stored_campaign(session: Session, campaign_id: str, *, settings):
     if row is None:
         raise NotFound(f"contest '{campaign_id}' has not opened yet: no invitation was ever sent "
                        f"(send it with `valuemail send {campaign_id}`)")
+    if row.kind != "contest" or not isinstance(row.definition, dict) or not {"file", "source"} <= row.definition.keys():
+        raise NotFound(f"campaign '{campaign_id}' is a {row.kind} campaign, not a contest that was sent")
     campaign = load_campaign(settings.campaigns_dir / row.definition["file"], settings=settings, segment_names=None,
                              today=None, source=row.definition["source"])
     if campaign.kind_name != "contest":

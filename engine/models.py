@@ -24,6 +24,14 @@ class ContactStatus(str, enum.Enum):
     unsubscribed = "unsubscribed"
 
 
+#: The status of a contact who never subscribed to marketing (a friend who entered a contest through
+#: a share link): segments never include them, only transactional runs (mail they asked for) reach them.
+#: Not a ContactStatus member, so imports cannot set it: an import states consent or opt-out.
+TRANSACTIONAL_ONLY = "transactional"
+#: Contact statuses a transactional run may still go to.
+TRANSACTIONAL_STATUSES = (ContactStatus.subscribed.value, TRANSACTIONAL_ONLY)
+
+
 class OrderStatus(str, enum.Enum):
     placed = "placed"
     paid = "paid"

@@ -246,3 +246,75 @@ def test_a_draw_without_entries_has_no_winners(db, people):
     assert result.winners == [] and result.tickets_total == 0
     with Session(db) as s:
         assert contests.verify(s, CAMPAIGN, rules=RULES).ok
+
+
+# -- entering through a share link: eligibility and the confirmation link -------------------------------
+
+def test_an_address_we_may_no_longer_mail_cannot_enter(db, people):
+    from engine.models import Suppression
+
+    opened(db)
+    with session_scope(db) as s:
+        s.add(Suppression(email_key="user1@example.com", reason="unsubscribe", created_at=T0))
+        s.get(Contact, people[2]).erased_at = T0
+        s.get(Contact, people[3]).status = "unsubscribed"
+        s.get(Contact, people[4]).status = "transactional"  # never subscribed: may still take part
+    for n in (1, 2, 3):
+        with pytest.raises(EntryRefused) as refused:
+            enter(db, people[n])
+        assert refused.value.reason == "unavailable"
+    assert enter(db, people[4]).created
+    with Session(db) as s:
+        assert [row.contact_id for row in s.execute(select(ContestEntry)).scalars()] == [people[4]]
+
+
+def test_the_window_state_names_each_side_of_the_window(db, people):
+    assert contests.window_state(None, RULES, INSIDE) == "not_open"  # never opened: no invitation went out
+    contest = opened(db)
+    assert [contests.window_state(contest, RULES, at) for at in (OPENS - timedelta(seconds=1), OPENS, CLOSES, AFTER)] \
+        == ["not_open", "open", "open", "closed"]
+
+
+def test_a_confirmation_link_names_contest_address_and_referrer_and_expires():
+    token = contests.confirm_token("secret", CAMPAIGN, "Friend@example.org", 42, now=INSIDE)
+    wanted = contests.Confirmation(CAMPAIGN, "Friend@example.org", 42)
+    assert contests.confirmation_of("secret", token, now=INSIDE + contests.CONFIRM_MAX_AGE) == wanted
+    with pytest.raises(contests.ConfirmationExpired) as expired:
+        contests.confirmation_of("secret", token, now=INSIDE + contests.CONFIRM_MAX_AGE + timedelta(seconds=1))
+    assert expired.value.confirmation == wanted and isinstance(expired.value, BadToken)
+    for bad in (token[:-2] + "xx", contests.confirm_token("other", CAMPAIGN, "a@b.c", 42, now=INSIDE),
+                contests.referral_token("secret", CAMPAIGN, 42), TokenSigner("secret").sign("contest", 42)):
+        with pytest.raises(BadToken):
+            contests.confirmation_of("secret", bad, now=INSIDE)
+    assert contests.confirm_url("secret", "https://m.example.com", CAMPAIGN, "a@b.c", None, now=INSIDE).startswith(
+        "https://m.example.com/c/confirm/")
+
+
+def test_confirming_enters_once_credits_the_referrer_once_and_refuses_self_referral(db, people):
+    opened(db)
+    enter(db, people[0])
+    confirmation = contests.Confirmation(CAMPAIGN, "New.Friend@example.org", people[0])
+    for _ in range(2):
+        with session_scope(db) as s:
+            done = contests.confirm_entry(s, confirmation, rules=RULES, language="nl", newsletter=False, now=INSIDE)
+    with Session(db) as s:
+        friend = s.get(Contact, done.contact_id)
+        assert (friend.email_key, friend.status, friend.language) == ("new.friend@example.org", "transactional", "nl")
+    assert not done.entry.created and done.entry.referred_by == people[0]
+    assert tickets(db, people[0]) == 1 + 2
+    with session_scope(db) as s, pytest.raises(EntryRefused) as own:
+        contests.confirm_entry(s, contests.Confirmation(CAMPAIGN, "USER1@example.com", people[1]), rules=RULES,
+                               language=None, newsletter=False, now=INSIDE)
+    assert own.value.reason == "self_referral"
+
+
+def test_the_confirmation_mail_swaps_subject_and_template_and_keeps_the_variants_texts(settings):
+    from engine.campaigns import load_campaign
+
+    campaign = load_campaign(settings.campaigns_dir / f"{CAMPAIGN}.toml", settings=settings, segment_names=None,
+                             today=None)
+    mail = contests.confirmation_campaign(campaign, settings=settings)
+    assert mail.id == campaign.id and mail.schedule is None and mail.section == campaign.section
+    assert {v.template for v in mail.variants.values()} == {contests.CONFIRM_TEMPLATE}
+    assert {v.subject for v in mail.variants.values()} == {"{{ t.confirm_subject }}"}
+    assert mail.variant("benelux_dutch").section.headline == campaign.variant("benelux_dutch").section.headline

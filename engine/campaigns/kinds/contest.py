@@ -204,6 +204,11 @@ class Contest(BaseKind):
                 "entry_url": contests.entry_url(signer, base_url, recipient.delivery_id),
                 "share_url": contests.share_url(settings.secret_key, base_url, ctx.campaign_id, recipient.contact_id),
             }
+            if recipient.data.get("mail") == "confirm":
+                # Signed now, at sending, so the link's days to live start when the mail goes out.
+                recipient.extra["contest"]["confirm_url"] = contests.confirm_url(
+                    settings.secret_key, base_url, ctx.campaign_id, recipient.email, recipient.data.get("referrer"),
+                    now=ctx.now)
         return skips
 
     def context(self, section: ContestSection, recipient: Recipient) -> dict[str, Any]:
@@ -229,6 +234,7 @@ class Contest(BaseKind):
                 "seed": extra["seed"],
                 "entry_url": extra["entry_url"],
                 "share_url": extra["share_url"],
+                "confirm_url": extra.get("confirm_url", ""),
                 "winner": winner,
                 "rank": recipient.data.get("rank") if winner else None,
                 "winner_message": localized(section.winner_message, lang),
@@ -245,5 +251,6 @@ class Contest(BaseKind):
                 "draw_at": section.draw_at,
                 "entry_url": "http://127.0.0.1:8000/c/sample-entry-token",
                 "share_url": "http://127.0.0.1:8000/c/r/sample-share-token",
+                "confirm_url": "http://127.0.0.1:8000/c/confirm/sample-confirm-token",
             }
         }
