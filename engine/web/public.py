@@ -18,7 +18,8 @@ from ..models import Contact, Delivery, SuppressionReason
 from ..suppression import unsubscribe as unsubscribe_delivery
 from .context import db_session, web_context
 from .errors import error_page
-from .i18n import page_language, unsubscribe_labels
+from .i18n import page_language, preference_labels, unsubscribe_labels
+from .surveys import LABELS, shown_question
 
 bp = Blueprint("public", __name__)
 
@@ -40,6 +41,12 @@ def unsubscribe(token: str):
     lang = page_language(contact)
     view = dict(email=delivery.email, contact=contact, sender=web_context().settings.sender, token=token, lang=lang,
                 t=unsubscribe_labels(lang), preferences_token=web_context().signer.sign("preferences", delivery_id))
+    if contact is not None and contact.erased_at is not None:
+        # Erased: already suppressed for good, and the page must not show the placeholder address.
+        if is_one_click(request):
+            return Response("You are unsubscribed.\n", status=200, mimetype="text/plain")
+        return render_template("public/erased.html", lang=lang, t=preference_labels(lang),
+                               sender=web_context().settings.sender)
     if request.method == "GET":
         return render_template("public/unsubscribe.html", **view)
     one_click = is_one_click(request)
@@ -78,7 +85,9 @@ def survey_answer(token: str, question: str, value: str):
     delivery_id = ctx.signer.unsign("survey", token)
     # This GET writes, so it takes a writing session rather than the request's read-only one.
     with session_scope(ctx.engine) as session:
-        _load(session, delivery_id)
+        _, contact = _load(session, delivery_id)
+        lang = page_language(contact)
+        view = dict(lang=lang, t=LABELS[lang], sender=ctx.settings.sender, token=token)
         try:
             campaign = surveys.survey_for_delivery(session, delivery_id=delivery_id, settings=ctx.settings)
         except surveys.SurveyError:
@@ -90,10 +99,12 @@ def survey_answer(token: str, question: str, value: str):
         except surveys.InvalidAnswer as exc:
             return error_page(400, str(exc), title="This answer is not one we can take")
         except surveys.SurveyClosed:
-            return render_template("public/survey_answer.html", closed=True, sender=ctx.settings.sender), 200
-        asked = surveys.find_question(campaign.section, question)
-    return render_template("public/survey_answer.html", closed=False, question=asked,
-                           answer=state.answers.get(question), sender=ctx.settings.sender)
+            return render_template("public/survey_answer.html", closed=True, **view), 200
+        asked = shown_question(surveys.find_question(campaign.section, question), lang)
+        answer = state.answers.get(question)
+        if asked.type == "choice":
+            answer = dict(asked.choices).get(surveys.option_slug(str(answer)), answer)
+    return render_template("public/survey_answer.html", closed=False, question=asked, answer=answer, **view)
 
 
 def is_one_click(req) -> bool:

@@ -37,6 +37,9 @@ LABELS = {
                                                                          "answers below can no longer change.",
         "your_answers": "Your answers", "no_answer": "not answered", "thanks_title": "Thank you",
         "optional": "optional",
+        "answer_saved": "Thank you — your answer is saved",
+        "answer_wrong": "Clicked the wrong one? Open the link with the answer you meant; it replaces this one.",
+        "answer_others": "Answer the other questions",
     },
     "nl": {
         "title": "Enquête", "intro": "Een paar vragen over je bestelling. Beantwoord wat je wilt; je kunt tussendoor "
@@ -54,6 +57,9 @@ LABELS = {
                                                                              "meer veranderen.",
         "your_answers": "Je antwoorden", "no_answer": "niet beantwoord", "thanks_title": "Bedankt",
         "optional": "optioneel",
+        "answer_saved": "Bedankt — je antwoord is opgeslagen",
+        "answer_wrong": "Verkeerd getikt? Open de link met het antwoord dat je bedoelde; die vervangt dit antwoord.",
+        "answer_others": "Beantwoord de andere vragen",
     },
 }
 
@@ -83,7 +89,7 @@ def page(token: str):
         return error_page(404, "This link does not lead to a survey (any more).", title="Survey not found")
     section = campaign.section
     labels = LABELS[lang]
-    questions = [_shown(q, lang) for q in section.questions]
+    questions = [shown_question(q, lang) for q in section.questions]
     state = surveys.response_state(session, delivery_id=delivery_id)
     stored = _form_values(section, state.answers if state else {})
     view = dict(token=token, lang=lang, t=labels, questions=questions, sender=ctx.settings.sender,
@@ -137,7 +143,8 @@ def _load(session, delivery_id: int):
     return campaign, lang
 
 
-def _shown(question, lang: str) -> Shown:
+def shown_question(question, lang: str) -> Shown:
+    """A question as a contact reads it: text and option labels in their language."""
     nl = lang == "nl"
     text = question.text_nl if nl and question.text_nl else question.text
     choices: list[tuple[str, str]] = []

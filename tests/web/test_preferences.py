@@ -268,3 +268,13 @@ def test_a_test_mail_never_opens_the_real_contacts_data(client, signer, alice, d
     assert client.post(url + "/erase", data={"csrf_token": token}).status_code == 404
     with Session(db) as s:
         assert s.get(Contact, alice["id"]).erased_at is None
+
+
+def test_after_erasure_the_unsubscribe_link_says_so_without_the_placeholder(client, signer, alice, db, clock):
+    with session_scope(db) as s:
+        privacy.erase(s, alice["id"], now=clock.now())
+    url = f"/u/{signer.sign('unsubscribe', alice['delivery'])}"
+    html = client.get(url).text
+    assert "Your data is erased" in html and "erased.invalid" not in html
+    one_click = client.post(url, data={"List-Unsubscribe": "One-Click"})
+    assert one_click.status_code == 200 and one_click.mimetype == "text/plain"

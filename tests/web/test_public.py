@@ -200,3 +200,12 @@ def test_view_in_browser_with_renderer(settings, db, clock, signer, mail):
     assert "default-src 'none'" in csp and "sandbox" in csp and "script-src" not in csp
     assert response.headers["X-Frame-Options"] == "SAMEORIGIN"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_error_pages_follow_the_browser_language(client, signer, mail):
+    dutch = {"Accept-Language": "nl-NL,nl;q=0.9,en;q=0.5"}
+    response = client.get("/u/not-a-token", headers=dutch)
+    assert response.status_code == 400
+    assert '<html lang="nl">' in response.text and "Ongeldige link" in response.text
+    assert "Invalid link" in client.get("/u/not-a-token", headers={"Accept-Language": "de"}).text
+    assert "Op dit adres staat geen pagina." in client.get("/nowhere", headers=dutch).text

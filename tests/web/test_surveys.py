@@ -85,6 +85,14 @@ def test_a_dutch_contact_sees_the_questions_and_labels_in_dutch(client, signer, 
     assert "How likely are you to recommend" in english and "Send" in english and "Versturen" not in english
 
 
+def test_a_dutch_one_click_answer_is_confirmed_in_dutch(client, signer, settings, db):
+    token = signer.sign("survey", invite(db, settings, language="nl"))
+    html = client.get(f"/s/{token}/mattered_most/delivery-speed").text
+    assert '<html lang="nl">' in html and "Bedankt — je antwoord is opgeslagen" in html
+    assert "Wat vond je het belangrijkst" in html and "<strong>Snelle bezorging</strong>" in html
+    assert "Beantwoord de andere vragen" in html and "your answer is saved" not in html
+
+
 def test_a_post_without_a_csrf_token_is_refused(client, signer, settings, db):
     delivery = invite(db, settings)
     url = f"/s/{signer.sign('survey', delivery)}"
