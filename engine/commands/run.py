@@ -16,12 +16,10 @@ from ..cli import get_runtime
 from ..errors import ValuemailError
 from ..migrate import current, head, upgrade
 from ..models import Contact
-from ..rendering import Renderer
 from ..scheduler import lease, run_due
 from ..sending.service import refill_unfinished
-from ..sending.view import make_view_renderer
 from .send import make_sender
-from .web import start_in_thread
+from .web import build_app, start_in_thread
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +40,6 @@ def run(ctx: click.Context, demo: bool, host: str | None, port: int | None) -> N
     """Run the scheduler, the sending workers and the web UI until interrupted."""
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    from ..web import create_app
-
     runtime = get_runtime(ctx, migrated=False)
     settings = runtime.settings
     if demo:
@@ -58,10 +54,8 @@ def run(ctx: click.Context, demo: bool, host: str | None, port: int | None) -> N
     elif current(runtime.engine) != head():
         raise ValuemailError("the database schema is not up to date: run `valuemail db upgrade` first")
 
-    renderer = Renderer(settings.templates_dir)
-    app = create_app(settings=settings, engine=runtime.engine, clock=runtime.clock,
-                     view_renderer=make_view_renderer(settings=settings, renderer=renderer, clock=runtime.clock))
-    server = start_in_thread(app, host=host or settings.web.host, port=settings.web.port if port is None else port)
+    server = start_in_thread(build_app(runtime), host=host or settings.web.host,
+                             port=settings.web.port if port is None else port)
     click.echo(f"web UI on {server.url}/admin/runs  (provider: {settings.provider.name}; Ctrl-C stops)")
 
     work = threading.Event()

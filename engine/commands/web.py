@@ -28,12 +28,22 @@ def web(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Serve the admin area and the recipient pages."""
     # Imported here: engine.cli imports this module, and `serve` must be importable on its own.
     from ..cli import get_runtime
-    from ..web import create_app
 
     runtime = get_runtime(ctx)
     settings = runtime.settings
-    app = create_app(settings=settings, engine=runtime.engine, clock=runtime.clock)
-    serve(app, host=host or settings.web.host, port=settings.web.port if port is None else port)
+    serve(build_app(runtime), host=host or settings.web.host, port=settings.web.port if port is None else port)
+
+
+def build_app(runtime):
+    """The production app of `runtime`: every page, "view in browser" included."""
+    from ..rendering import Renderer
+    from ..sending.view import make_view_renderer
+    from ..web import create_app
+
+    settings = runtime.settings
+    renderer = Renderer(settings.templates_dir)
+    return create_app(settings=settings, engine=runtime.engine, clock=runtime.clock,
+                      view_renderer=make_view_renderer(settings=settings, renderer=renderer, clock=runtime.clock))
 
 
 def make_server(app, *, host: str, port: int, threads: int = THREADS):

@@ -30,6 +30,8 @@ def test_web_serves_on_settings_defaults_and_overrides(settings, monkeypatch):
     assert result.exit_code == 0, result.output
     assert [(h, p) for _, h, p in calls] == [("127.0.0.1", 8000), ("0.0.0.0", 9001)]
     assert calls[0][0].config["SECRET_KEY"] == "cli-secret"
+    # "View in browser" works under `valuemail web` as under `valuemail run`.
+    assert calls[0][0].extensions["valuemail"].view_renderer is not None
 
 
 def test_start_in_thread_serves_the_app_and_stops_cleanly(settings, db, clock):
