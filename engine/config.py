@@ -140,6 +140,11 @@ class WebSettings(_Section):
     port: int = Field(8000, ge=1, le=65535)
 
 
+class TrackingSettings(_Section):
+    clicks: bool = True  # rewrite http(s) links to /r/<token> and record clicks
+    opens: bool = False  # add a 1x1 pixel (/o/<token>.gif) and record opens; images are often blocked
+
+
 class Settings(_Section):
     app: AppSettings = AppSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -150,6 +155,7 @@ class Settings(_Section):
     ltv: LtvSettings = LtvSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     web: WebSettings = WebSettings()
+    tracking: TrackingSettings = TrackingSettings()
 
     # Resolved at load time, not read from the file.
     root: Path = Path(".")
@@ -191,7 +197,7 @@ class Settings(_Section):
         return ZoneInfo(self.app.timezone)
 
 
-_FILE_KEYS = ("app", "database", "paths", "sender", "provider", "sending", "ltv", "scheduler", "web")
+_FILE_KEYS = ("app", "database", "paths", "sender", "provider", "sending", "ltv", "scheduler", "web", "tracking")
 
 
 def load_settings(path: str | Path | None = None, *, env: dict[str, str] | None = None, secret_key: str | None = None) -> Settings:

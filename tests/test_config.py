@@ -85,3 +85,28 @@ def test_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):
     monkeypatch.chdir("/")
     settings = load_settings(write(tmp_path, '[paths]\ncampaigns = "c"\n'), env={})
     assert settings.campaigns_dir == tmp_path / "c" and settings.templates_dir == tmp_path / "templates/emails"
+
+
+def test_tracking_defaults_to_clicks_on_and_opens_off(tmp_path):
+    settings = load_settings(write(tmp_path, ""), env={})
+    assert settings.tracking.clicks is True and settings.tracking.opens is False
+    settings = load_settings(write(tmp_path, "[tracking]\nclicks = false\nopens = true\n"), env={})
+    assert settings.tracking.clicks is False and settings.tracking.opens is True
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('[tracking]\nopens = "yes"\n', "config.toml:2: 'tracking.opens': Input should be a valid boolean"),
+    ('[tracking]\nclicks = 1\n', "config.toml:2: 'tracking.clicks': Input should be a valid boolean"),
+    ('[tracking]\npixel = true\n', "config.toml:2: unknown key 'tracking.pixel'"),
+])
+def test_tracking_switches_are_strict_booleans(tmp_path, text, expected):
+    assert expected in error_of(write(tmp_path, text))
+
+
+def test_the_shipped_config_documents_the_tracking_switches():
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parent.parent / "config.toml"
+    settings = load_settings(shipped, env={}, secret_key="k")
+    assert "[tracking]" in shipped.read_text()
+    assert settings.tracking.clicks is True and settings.tracking.opens is False

@@ -11,6 +11,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .faults import TemplateFault
 from .files import TemplateFiles
+from .links import PIXEL_FUNCTION, TRACK_FILTER, open_pixel, track_html_filter, track_text_filter
 
 _CURRENCY_SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "JPY": "¥", "CHF": "CHF ", "NOK": "kr ", "SEK": "kr ",
                      "DKK": "kr. "}
@@ -78,6 +79,9 @@ def _environment(files: TemplateFiles, *, autoescape: bool, text: bool,
     )
     env.filters["money"] = money
     env.filters["long_date"] = long_date
+    # Link tracking (engine.rendering.links): the HTML part gets markup, the text part plain text.
+    env.filters[TRACK_FILTER] = track_html_filter if autoescape else track_text_filter
+    env.globals[PIXEL_FUNCTION] = open_pixel
     return env
 
 

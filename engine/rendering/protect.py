@@ -153,6 +153,11 @@ class Protector:
                  for m in JINJA_TAG.finditer(source)]
         return _splice(source, edits, file)
 
+    def add(self, jinja: str) -> str:
+        """The placeholder word for a tag the compiler writes itself (e.g. a link-tracking wrapper)."""
+        self.tags.append(Tag(jinja, "", 0))
+        return f"jt{self.nonce}x{len(self.tags) - 1}x"
+
     def restore(self, text: str, *, transform=None) -> tuple[str, set[int]]:
         """Put the original tags back; returns the text and the numbers of the tags found."""
         seen: set[int] = set()

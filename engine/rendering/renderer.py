@@ -7,6 +7,7 @@ time. render: two Jinja templates and a subject line per recipient, nothing else
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from ..errors import Problem, RenderError
 from .faults import TemplateFault
 from .files import TemplateFiles
 from .jinja import html_environment, subject_environment, text_environment
+from .links import track_html
 from .mjml import compile_mjml
 from .protect import JINJA_TAG, Protector, escape_stray_braces
 from .text import html_to_text_template, tidy_text
@@ -30,6 +32,8 @@ from .text import html_to_text_template, tidy_text
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _UNDEFINED = re.compile(r"^'(?P<name>[^']+)' is undefined|has no (?:attribute|element) '?(?P<attr>[^']+)'?")
 _INCLUDE = re.compile(r"\{%[-+]?\s*(?:include|import|from|extends)\b")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,14 +62,15 @@ class _Body:
     text: Template
     sources: dict[str, str]  # display path -> original text, for locating render errors
     mtimes: dict[str, int]  # template name -> mtime_ns at compile time
-    emails: dict[str, "CompiledEmail"] = field(default_factory=dict)  # by subject
+    emails: dict[tuple[str, bool], "CompiledEmail"] = field(default_factory=dict)  # by (subject, tracking)
+    tracked: "_Body | None" = None  # the same with link tracking and the open pixel, made on first use
 
 
 class CompiledEmail:
     """A compiled template plus subject; `render(context)` is the per-recipient step."""
 
     def __init__(self, *, template: str, display: str, variant: str, subject_source: str, subject: Template,
-                 body: _Body):
+                 body: _Body, tracking: bool = False):
         self.template = template
         self.variant = variant
         self.subject_source = subject_source
@@ -76,6 +81,7 @@ class CompiledEmail:
         self._html = body.html
         self._text = body.text
         self._sources = body.sources
+        self.tracking = tracking
 
     def render(self, context: dict[str, Any]) -> RenderedEmail:
         """Subject, HTML and plain text for one recipient; a template fault raises RenderError."""
@@ -151,20 +157,24 @@ class Renderer:
         self._bodies: dict[tuple[str, str], _Body] = {}
         self._lock = threading.Lock()
 
-    def compile(self, template: str, *, subject: str, variant: str = "") -> CompiledEmail:
+    def compile(self, template: str, *, subject: str, variant: str = "", tracking: bool = False) -> CompiledEmail:
         """The compiled email for `template` (a name under the templates directory) and `subject`."""
+        # With `tracking`, links go through the `vm_track` filter and the HTML ends with the open
+        # pixel (see engine.rendering.links); the context's tracker decides what they become.
         with self._lock:
             key = (template, variant)
             body = self._bodies.get(key)
             if body is None or self._stale(body):
                 body = self._compile_body(template)
                 self._bodies[key] = body
-            email = body.emails.get(subject)
+            email = body.emails.get((subject, tracking))
             if email is None:
+                if tracking and body.tracked is None:
+                    body.tracked = self._track(template, body)
                 email = CompiledEmail(template=template, display=self.files.display(template), variant=variant,
                                       subject_source=subject, subject=self._compile_subject(template, subject),
-                                      body=body)
-                body.emails[subject] = email
+                                      body=body.tracked if tracking else body, tracking=tracking)
+                body.emails[(subject, tracking)] = email
             return email
 
     def check(self, template: str, *, subject: str, context: dict[str, Any], variant: str = "") -> list[Problem]:
@@ -212,6 +222,22 @@ class Renderer:
         sources = {self.files.display(name): src for name, src in out.sources.items()}
         return _Body(html_source=html_source, text_source=text_source, html=html, text=text, sources=sources,
                      mtimes=dict(out.mtimes))
+
+    def _track(self, template: str, body: _Body) -> _Body:
+        """`body` with tracked links and the open pixel; compiled from the same MJML output, once."""
+        html_source = track_html(body.html_source, pixel=True)
+        try:
+            html = self._html_env.from_string(html_source)
+            text_source = html_to_text_template(body.html_source, track=True)
+            text = self._text_env.from_string(text_source)
+        except TemplateSyntaxError as exc:
+            # Every link value this wraps was a valid expression already; should one still not
+            # compile, the mail goes out with its links as written rather than not at all.
+            log.error("%s: link tracking left out: the tracked template does not compile: %s",
+                      self.files.display(template), exc.message)
+            return body
+        return _Body(html_source=html_source, text_source=text_source, html=html, text=text, sources=body.sources,
+                     mtimes=body.mtimes)
 
     def _compile_subject(self, template: str, subject: str) -> Template:
         if not isinstance(subject, str):

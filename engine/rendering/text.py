@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable
 from html.parser import HTMLParser
 
+from .links import LinkWrapper
 from .protect import Protector, escape_stray_braces
 
 _BLOCK = {"address", "article", "aside", "blockquote", "center", "dd", "div", "dl", "dt", "figcaption", "figure",
@@ -36,8 +37,10 @@ _TRAILING_SPACE = re.compile(r"[ \t]+\n")
 
 
 class _Converter(HTMLParser):
-    def __init__(self, token: re.Pattern, statements: set[str], *, same_url: Callable[[str], str] = str):
+    def __init__(self, token: re.Pattern, statements: set[str], *, same_url: Callable[[str], str] = str,
+                 links: LinkWrapper | None = None):
         super().__init__(convert_charrefs=True)
+        self._tracked = links  # with link tracking: wraps URLs shown in the text (see engine.rendering.links)
         self._same_url = same_url  # a key under which two hrefs count as the same link
         self._token = token
         self._statements = statements  # placeholder words standing for {% … %}
@@ -96,6 +99,8 @@ class _Converter(HTMLParser):
         self._newlines = max(newlines, 0) if newlines >= 0 else -1
 
     def _text(self, data: str, *, visible: bool) -> None:
+        if visible and self._tracked is not None and "://" in data:
+            data = self._tracked.wrap_urls(data)
         pos = 0
         for m in self._token.finditer(data):
             self._plain(data[pos:m.start()], visible=visible)
@@ -204,17 +209,34 @@ class _Converter(HTMLParser):
             href, start, has_text = self._links.pop()
             label = "".join(self.out[start:]).strip()
             href = href.strip()
+            if self._tracked is not None:
+                label = self._track_label(label, href, start)
             if href and not href.startswith("#") and not href.lower().startswith("javascript:"):
                 shown = href[7:] if href.lower().startswith("mailto:") else href
                 # A link without text is an image link with empty alt: decorative, skipped.
                 if label and label != shown and label != href:
                     self._space = True
+                    if self._tracked is not None:
+                        shown = self._tracked.wrap(shown) or shown
                     self._visible(f"({shown})")
                 key = self._same_url(href)
                 if has_text:
                     self._text_hrefs.add(key)
                 elif label:
                     self._image_links.append((key, start, len(self.out)))
+
+    def _track_label(self, label: str, href: str, start: int) -> str:
+        """The label to compare with the target; a label that shows the target itself is wrapped too."""
+        # `<a href="{{ u }}">{{ u }}</a>` holds two placeholders of the same expression: the text
+        # shows the URL once, tracked, instead of "url (tracked url)". URLs in a label are wrapped already.
+        plain = self._tracked.unwrap(label)
+        if plain != label or not plain or self._same_url(plain) != self._same_url(href):
+            return plain
+        word = self._tracked.wrap(plain, blocks=False)
+        if word is not None:
+            written = "".join(self.out[start:])
+            self.out[start:] = [written.replace(plain, word, 1)]
+        return href
 
     def result(self) -> str:
         """The text, without image links whose target a text link already shows."""
@@ -257,8 +279,8 @@ class _Converter(HTMLParser):
         self._text(data, visible=False)
 
 
-def html_to_text_template(html_template: str, *, protector: Protector | None = None) -> str:
-    """The plain-text Jinja source for an HTML Jinja source (links kept as `text (url)`)."""
+def html_to_text_template(html_template: str, *, protector: Protector | None = None, track: bool = False) -> str:
+    """The plain-text Jinja source for an HTML Jinja source (links kept as `text (url)`; with `track`, tracked)."""
     protector = protector or Protector()
     start = len(protector.tags)
     protected = protector.protect(html_template, file="", markup=False).text
@@ -266,7 +288,8 @@ def html_to_text_template(html_template: str, *, protector: Protector | None = N
                   if protector.tags[n].text.startswith("{%")}
     token = re.compile(rf"jt{protector.nonce}x(\d+)x")
     converter = _Converter(token, statements,
-                           same_url=lambda href: token.sub(lambda m: protector.tags[int(m.group(1))].text, href))
+                           same_url=lambda href: token.sub(lambda m: protector.tags[int(m.group(1))].text, href),
+                           links=LinkWrapper(protector, html=False) if track else None)
     converter.feed(protected)
     converter.close()
     # Entities are decoded by now, so `&#123;&#123;` has become `{{`: escape before restoring.

@@ -10,12 +10,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import Engine
+
 from ..campaigns import CampaignDefinition
 from ..campaigns.kinds import Recipient
 from ..config import Settings
 from ..providers import OutgoingMessage
+from ..rendering.links import TRACKING
 from ..rendering.strings import FALLBACK, Strings
 from ..tokens import TokenSigner, recipient_links
+from ..tracking import LinkRegistry, RunTracking
 
 
 @dataclass(frozen=True)
@@ -53,10 +57,16 @@ def sample_recipient(campaign: CampaignDefinition, segment: str, *, language: st
 
 
 class Composer:
-    """Turns (delivery, contact, recipient data) into a ready-to-send message for one run."""
+    """Turns (delivery, contact, recipient data) into a ready-to-send message for one run.
+
+    With `engine` (the sending workers pass it) links are tracked and the open pixel added as
+    `[tracking]` says, registering the run's links in that database; without it (validate,
+    preview, view in browser) mails carry their links as written. Test runs are tracked like
+    real ones, so a test mail shows what recipients get; their clicks redirect without counting.
+    """
 
     def __init__(self, *, campaign: CampaignDefinition, run_id: int, settings: Settings, renderer, signer: TokenSigner,
-                 test: bool = False):
+                 test: bool = False, engine: Engine | None = None):
         from ..mime import MessageFactory
 
         self.campaign = campaign
@@ -64,6 +74,11 @@ class Composer:
         self.settings = settings
         self.signer = signer
         self.test = test
+        switches = settings.tracking
+        self.tracking: RunTracking | None = None
+        if engine is not None and (switches.clicks or switches.opens):
+            self.tracking = RunTracking(registry=LinkRegistry(engine, run_id), signer=signer,
+                                        base_url=settings.app.base_url, clicks=switches.clicks, opens=switches.opens)
         sender = settings.sender
         self.domain = sender.from_email.rsplit("@", 1)[-1]
         self._secret = settings.secret_key.encode()
@@ -96,7 +111,8 @@ class Composer:
         if segment not in self._compiled:
             variant = self.campaign.variant(segment)
             self._compiled[segment] = self._renderer.compile(variant.template, subject=variant.subject,
-                                                             variant=f"{self.campaign.id}:{segment}")
+                                                             variant=f"{self.campaign.id}:{segment}",
+                                                             tracking=self.tracking is not None)
         return self._compiled[segment]
 
     def message_id(self, delivery_id: int) -> str:
@@ -120,6 +136,8 @@ class Composer:
             "preheader": variant.preheader,
             "links": links,
         })
+        if self.tracking is not None:
+            context[TRACKING] = self.tracking.for_delivery(delivery_id)
         return context
 
     def compose(self, delivery_id: int, to_email: str, contact: ContactData, recipient: Recipient, *,
@@ -127,6 +145,8 @@ class Composer:
         """Render and build the MIME message for one delivery."""
         context = self.context(delivery_id, contact, recipient)
         rendered = self.compiled(recipient.segment).render(context)
+        if self.tracking is not None:
+            rendered = context[TRACKING].finish(rendered, now=now)
         subject = f"[TEST] {rendered.subject}" if self.test else rendered.subject
         links = context["links"]
         unsubscribe = f"<{links['unsubscribe']}>"

@@ -1,4 +1,9 @@
-"""Re-render a delivery's HTML for "view in browser", from the campaign as its run stored it."""
+"""Re-render a delivery's HTML for "view in browser", from the campaign as its run stored it.
+
+The page shows the links as written, untracked and without the open pixel: the Composer gets no
+database to register links in, so a page view never writes, and what a reader does there is not
+counted as a click or an open of the mail.
+"""
 
 from __future__ import annotations
 

@@ -59,6 +59,8 @@ def contact_ids(db) -> dict[str, int]:
 
 
 def invite(settings, db, at) -> dict[str, int]:
+    with open(settings.source, "a") as config:  # links are checked as written; tracking has its own tests
+        config.write("[tracking]\nclicks = false\n")
     add_contacts(db, 6)  # Dutch speakers in NL: the benelux_dutch variant
     add_contacts(db, 2, start=10, language="en", country="DE")
     at(INVITED)

@@ -6,7 +6,9 @@ with random text, genuine tokens for the wrong purpose, one-character mutations 
 or genuinely signed odd delivery ids; requests are GETs and POSTs with random form bodies (with and
 without the RFC 8058 one-click field). A request may only change the database when its token is
 valid for the route's purpose (and, on /u/, only as a one-click POST: the CSRF form needs a real
-CSRF token, which random bodies never carry).
+CSRF token, which random bodies never carry). Click tokens carry [delivery id, link id]: genuine
+ones for links of the delivery's own run, of another run and of no run, and odd pairs, are thrown
+at every route too; a click counts only for a link of the delivery's own run.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from sqlmodel import Session
 
 from engine.campaigns import load_campaign
 from engine.db import session_scope
-from engine.models import Campaign, Contact, Delivery, KindOptOut, Order, Run, Suppression, SurveyAnswer, SurveyResponse
+from engine.models import (Campaign, Contact, Delivery, DeliveryEvent, KindOptOut, Link, LinkClick, Order, Run,
+                           Suppression, SurveyAnswer, SurveyResponse)
 from engine.tokens import PURPOSES, BadToken
 from engine.web import create_app
 
@@ -42,6 +45,8 @@ ROUTE_PURPOSE = {
     "public.view_in_browser": "view",
     "public.survey_answer": "survey",
     "surveys.page": "survey",
+    "tracking.click": "click",
+    "tracking.open_pixel": "open",
 }
 #: Endpoints that write only from a CSRF-protected form, which random requests never carry a valid token for.
 CSRF_ONLY_WRITES = {"surveys.page", "preferences.save", "preferences.resubscribe", "preferences.erase"}
@@ -51,6 +56,15 @@ TOKEN_CHARS = string.ascii_letters + string.digits + "-_."
 MAX_BIGINT = 2**63 - 1
 ODD_IDS = [0, -1, -(2**63), MAX_BIGINT, MAX_BIGINT + 1, 2**64, 10**30, True, False, None, "1", 1.0, 1.5, [1],
            {"id": 1}, ""]
+
+
+def odd_pairs(world) -> list:
+    """Click payloads a signer could be made to carry that are not [existing delivery, link of its run]."""
+    delivery, link = world["clicks"][0]
+    return [[delivery], [delivery, link, link], [delivery, 0], [0, link], [delivery, -1], [True, link],
+            [delivery, True], [delivery, "1"], [delivery, 1.0], [delivery, MAX_BIGINT + 1], [MAX_BIGINT, link],
+            [delivery, None], [[delivery], link], {"d": delivery, "l": link}, [world["gone"], link],
+            [delivery, world["foreign_link"]], [delivery, world["no_link"]]]
 
 FUZZ = hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -90,10 +104,18 @@ def world(db, settings):
                     currency="EUR", status="delivered", updated_at=T0))
         invitation = make_delivery(s, survey_run, bob, status="sent", data={"order_id": "O-1"}).id
         gone = make_delivery(s, run, bob).id
+        # Tracked links: one in each run; a click of the other run's link is refused.
+        link = Link(run_id=run.id, url="https://example.com/spring", created_at=T0)
+        survey_link = Link(run_id=survey_run.id, url="https://example.com/survey-help", created_at=T0)
+        s.add_all([link, survey_link])
+        s.flush()
+        link_ids = (link.id, survey_link.id)
     with session_scope(db) as s:
         s.execute(delete(Delivery).where(Delivery.id == gone))
     questions = [(q.key, q.type, list(q.options or ())) for q in survey.section.questions]
-    return {"existing": [plain, invitation], "gone": gone, "questions": questions}
+    return {"existing": [plain, invitation], "gone": gone, "questions": questions,
+            "clicks": [(plain, link_ids[0]), (invitation, link_ids[1])], "links": list(link_ids),
+            "foreign_link": link_ids[1], "no_link": max(link_ids) + 1}
 
 
 def public_rules(app) -> list:
@@ -128,6 +150,10 @@ def snapshot(db) -> dict:
             "answers": sorted(s.exec(select(SurveyAnswer.response_id, SurveyAnswer.question,
                                             SurveyAnswer.value_number, SurveyAnswer.value_text)).all(),
                               key=repr),
+            "tracking": sorted(s.exec(select(Delivery.id, Delivery.opened_at, Delivery.open_count,
+                                             Delivery.clicked_at, Delivery.click_count)).all(), key=repr),
+            "clicks": sorted(s.exec(select(LinkClick.delivery_id, LinkClick.link_id, LinkClick.count)).all()),
+            "events": sorted(s.exec(select(DeliveryEvent.delivery_id, DeliveryEvent.type)).all()),
         }
 
 
@@ -139,7 +165,9 @@ def odd_serializer(settings, purpose: str) -> URLSafeSerializer:
 
 def tokens(signer, settings, world):
     ids = world["existing"] + [world["gone"]]
-    genuine = st.builds(signer.sign, st.sampled_from(PURPOSES), st.sampled_from(ids))
+    links = world["links"] + [world["no_link"]]
+    genuine = (st.builds(signer.sign, st.sampled_from(PURPOSES), st.sampled_from(ids))
+               | st.builds(lambda d, l: signer.sign_ids("click", d, l), st.sampled_from(ids), st.sampled_from(links)))
 
     @st.composite
     def mutated(draw):
@@ -155,7 +183,8 @@ def tokens(signer, settings, world):
 
     odd_signed = st.builds(lambda purpose, value: odd_serializer(settings, purpose).dumps(value),
                            st.sampled_from(PURPOSES),
-                           st.sampled_from(ODD_IDS) | st.integers() | st.integers(min_value=world["gone"]))
+                           st.sampled_from(ODD_IDS + odd_pairs(world)) | st.integers()
+                           | st.integers(min_value=world["gone"]) | st.lists(st.integers(), max_size=3))
     special = st.sampled_from(["", ".", "..", "/", "%", "%%", "%00", "%2F", "%2e%2e", "../..", "a/b", "\x00",
                                "null", "None", "true", "0", "-1", "1e999", "NaN", " ", "\u202e", "\ud7ff\uffff",
                                "A" * 5000, "é" * 3000, "%" * 2000, "/." * 500])
@@ -203,7 +232,10 @@ def check(client, db, signer, world, rule, method, values, form, raw_body):
     valid = False
     for purpose in purposes:
         try:
-            valid = valid or signer.unsign(purpose, token) in world["existing"]
+            if purpose == "click":
+                valid = valid or signer.unsign_ids("click", token, 2) in world["clicks"]
+            else:
+                valid = valid or signer.unsign(purpose, token) in world["existing"]
         except BadToken:
             pass
     one_click = method == "POST" and raw_body is None and (form or {}).get("List-Unsubscribe", "").strip() == "One-Click"
@@ -232,7 +264,7 @@ def test_genuinely_signed_odd_ids_on_every_route(fuzz_client, fuzz_app, db, sign
     rules = [r for r in public_rules(fuzz_app) if "token" in rule_args(r)]
     for rule in rules:
         for purpose in PURPOSES:
-            for value in [*ODD_IDS, world["gone"]]:
+            for value in [*ODD_IDS, world["gone"], *(odd_pairs(world) if purpose == "click" else ())]:
                 values = {arg: "recommend" for arg in rule_args(rule)}
                 values["token"] = odd_serializer(settings, purpose).dumps(value)
                 check(fuzz_client, db, signer, world, rule, method, values, {"List-Unsubscribe": "One-Click"}, None)

@@ -357,6 +357,8 @@ def test_tick_sends_the_example_drip_step_by_step_and_stops_at_conversion(projec
     for other in (project / "campaigns").glob("*.toml"):
         if other.name not in ("trial-drip.toml", "segments.toml"):
             other.unlink()
+    with open(settings.source, "a") as config:  # links are checked as written; tracking has its own tests
+        config.write("[tracking]\nclicks = false\n")
     add_contacts(db, 1)  # Dutch, in NL: the benelux_dutch variant
     add_contacts(db, 1, start=1, language="en", country="GB")
     add_contacts(db, 1, start=2, language="en", country="DE")

@@ -307,6 +307,8 @@ def test_tick_mails_the_example_survey_and_a_click_records_the_answer(project, s
     for other in (project / "campaigns").glob("*.toml"):
         if other.name not in ("order-survey.toml", "segments.toml"):
             other.unlink()
+    with open(settings.source, "a") as config:  # links are checked as written; tracking has its own tests
+        config.write("[tracking]\nclicks = false\n")
     add_contacts(db, 1, language="en", country="GB")
     add_contacts(db, 1, start=1)  # Dutch, in NL
     a, b = contact_ids(db)
