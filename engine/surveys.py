@@ -28,6 +28,7 @@ QUESTION_TYPES = ("nps", "rating", "choice", "text")
 SCALES = {"nps": tuple(range(0, 11)), "rating": tuple(range(1, 6))}
 MAX_TEXT = 4000
 PERIODS = ("month", "quarter")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class SurveyError(ValuemailError):
@@ -102,7 +103,8 @@ def parse_answer(question: Question, raw: Any) -> tuple[float | None, str | None
             if wanted in (option_slug(option), option):
                 return None, option
         raise InvalidAnswer(f"{wanted!r} is not one of the options of {question.key!r}")
-    text = str(raw).strip()
+    # Control characters are never meant (and PostgreSQL refuses NUL in text); line breaks and tabs stay.
+    text = _CONTROL.sub("", str(raw)).strip()
     if len(text) > MAX_TEXT:
         raise InvalidAnswer(f"the answer to {question.key!r} is longer than {MAX_TEXT} characters")
     return None, text or None  # an emptied text box removes the answer

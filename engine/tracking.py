@@ -8,9 +8,12 @@ row when the message is finished: one insert-or-ignore for all of that message's
 the ids are kept in memory for the rest of the run (`LinkRegistry`). So a redirect can only ever
 lead to a URL one of the run's mails contained, whatever a token says.
 
-Not tracked: our own unsubscribe, preferences and view-in-browser pages (unsubscribing stays one
-direct click, RFC 8058), mailto: and other non-http links, URLs longer than the `links.url`
-column or with control characters in them.
+Not tracked: every page of our own behind the base URL (unsubscribe, preferences, view in browser,
+survey answers, contest and coupon pages): unsubscribing stays one direct click (RFC 8058), and
+those links already carry a token of their delivery, so a `links` row per recipient would only
+cost space and copy what the tokens say (a contest confirmation link even names an address,
+which must not outlive an erasure). Nor mailto: and other non-http links, nor URLs longer than
+the `links.url` column or with control characters in them.
 
 Recording side: `record_click` and `record_open`, called by the public /r/ and /o/ routes.
 Counters live on the delivery (`clicked_at` first click, `click_count`, `opened_at` first open,
@@ -48,8 +51,6 @@ MAX_URL = 2048
 # browser would) and without white space around it: anything else is left untracked.
 _TRACKABLE = re.compile(r"https?://[^\x00-\x1f\x7f]*[^\x00-\x20\x7f]\Z", re.I)
 _PLACEHOLDER = re.compile(r"\x00vm(\d+)\x00")
-# Our pages behind the base URL that must stay direct (unsubscribe, preferences, view) or already count.
-_OWN_PAGES = ("u", "p", "v", "r", "o")
 
 
 class LinkRegistry:
@@ -103,7 +104,7 @@ class RunTracking:
         self.clicks = clicks
         self.opens = opens
         self.redirect_prefix = f"{base_url}/r/"
-        self.own_pages = tuple(f"{base_url}/{page}/" for page in _OWN_PAGES)
+        self.own_pages = f"{base_url}/"
         # Tokens are URL-safe, so only the base URL could need escaping in HTML; check that once.
         self.html_prefix = str(escape(self.redirect_prefix))
         self.pixel_prefix = f'<img src="{escape(base_url)}/o/'

@@ -340,7 +340,7 @@ def test_tick_mails_the_example_survey_and_a_click_records_the_answer(project, s
                         testing=True).test_client()
     path = dict((value, url) for url, value in links)["8"].split("127.0.0.1:8000", 1)[1]
     page = client.get(path)
-    assert page.status_code == 200 and "your answer is saved" in page.text and "<strong>8</strong>" in page.text
+    assert page.status_code == 200 and "je antwoord is opgeslagen" in page.text and "<strong>8</strong>" in page.text
     delivery_id = TokenSigner(settings.secret_key).unsign("survey", path.split("/")[2])
     with Session(db) as s:
         assert response_state(s, delivery_id=delivery_id).answers == {"recommend": 8.0}
