@@ -126,7 +126,11 @@ class Composer:
         links = recipient_links(self.signer, self.settings.app.base_url, delivery_id)
         context = dict(self._static)
         context.update(self.campaign.kind.context(variant.section, recipient))
-        links["shop"] = (context.get("offer") or {}).get("url") or getattr(variant.section, "url", "") or self.settings.app.base_url
+        offer = context.get("offer") or {}
+        links["shop"] = offer.get("url") or getattr(variant.section, "url", "") or self.settings.app.base_url
+        if offer.get("code"):
+            # The code on a page of its own, large and selectable, for the phone at the till.
+            links["coupon"] = f"{self.settings.app.base_url}/k/{self.signer.sign('coupon', delivery_id)}"
         language, strings = self._strings_for(variant.template, contact.language)
         context.update({
             "lang": language,
