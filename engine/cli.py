@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from datetime import datetime
 
 import click
 
+from .clock import ShiftedClock
 from .config import load_settings
 from .errors import InvalidFile, ValuemailError
 from .runtime import Runtime
@@ -35,8 +37,10 @@ class ValuemailGroup(click.Group):
 @click.option("--config", "config_path", envvar="VALUEMAIL_CONFIG", type=click.Path(dir_okay=False),
               help="Settings file (default ./config.toml).")
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
+@click.option("--as-of", "as_of", envvar="VALUEMAIL_AS_OF", metavar="ISO-8601",
+              help="Act as if the time were this instant, running on from there (replays, dated examples).")
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+def main(ctx: click.Context, config_path: str | None, verbose: bool, as_of: str | None) -> None:
     """Valuemail: email-newsletter value campaigns."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "apscheduler"):
@@ -44,9 +48,21 @@ def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     ctx.ensure_object(dict)
 
     def build() -> Runtime:
-        return Runtime(settings=load_settings(config_path))
+        settings = load_settings(config_path)
+        if as_of is None:
+            return Runtime(settings=settings)
+        return Runtime(settings=settings, clock=ShiftedClock(parse_instant(as_of, settings.tz, option="--as-of")))
 
     ctx.obj["build_runtime"] = build
+
+
+def parse_instant(text: str, tz, *, option: str) -> datetime:
+    """An ISO 8601 instant from the command line; without an offset it is in the configured timezone."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not ISO 8601, e.g. 2027-03-20T09:00+01:00", param_hint=option) from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=tz)
 
 
 def get_runtime(ctx: click.Context, *, migrated: bool = True) -> Runtime:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import time
+from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 
@@ -28,6 +29,17 @@ class FixedClock:
 
     def set(self, at: datetime) -> None:
         self._at = ensure_utc(at)
+
+
+class ShiftedClock:
+    """The wall clock moved to start at `at`: time runs on from there (replays, dated examples, tests)."""
+
+    def __init__(self, at: datetime):
+        self._at = ensure_utc(at)
+        self._started = time.monotonic()
+
+    def now(self) -> datetime:
+        return self._at + timedelta(seconds=time.monotonic() - self._started)
 
 
 def ensure_utc(value: datetime) -> datetime:

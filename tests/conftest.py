@@ -18,6 +18,22 @@ from tests.support.pgserver import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = [b for b in os.environ.get("VALUEMAIL_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
+#: The instant every `valuemail` command in the tests acts as of (time runs on from there): the
+#: example campaigns are dated (the spring sale runs 2027-03-20 to 04-03), so the suite must not
+#: depend on the day it runs. Commands given `tick --at` still use their own instant.
+AS_OF = "2027-03-20T09:00:00+01:00"
+
+
+@pytest.fixture(autouse=True)
+def _as_of(monkeypatch):
+    # Through the environment, so subprocesses (crash tests, browser flows, benchmarks) inherit it.
+    monkeypatch.setenv("VALUEMAIL_AS_OF", AS_OF)
+
+
+@pytest.fixture
+def system_clock(monkeypatch):
+    """Commands run on the real clock: for tests that date their data from it (or patch it)."""
+    monkeypatch.delenv("VALUEMAIL_AS_OF")
 
 
 @pytest.fixture(scope="session")

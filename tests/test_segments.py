@@ -390,6 +390,7 @@ def test_segment_report_counts_each_segment_independently(db, people, tmp_path, 
 # --- command line ----------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("system_clock")
 def test_cli_prints_each_segment_with_ltv(db, settings):
     now = datetime.now(timezone.utc)  # the command runs on the system clock
     with Session(db) as session:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import datetime
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlmodel import Session
 
-from ..cli import get_runtime
+from ..cli import get_runtime, parse_instant
 from ..clock import FixedClock
-from ..errors import ValuemailError
 from ..models import Run
 from ..providers import provider_factory
 from ..rendering import Renderer
@@ -124,13 +122,7 @@ def tick(ctx: click.Context, at_text: str | None) -> None:
     """Do everything due at an instant (scheduled occurrences), then drain the queue once."""
     runtime = get_runtime(ctx)
     if at_text:
-        try:
-            at = datetime.fromisoformat(at_text)
-        except ValueError:
-            raise click.BadParameter(f"{at_text!r} is not ISO 8601, e.g. 2027-03-20T09:00+01:00", param_hint="--at") from None
-        if at.tzinfo is None:
-            at = at.replace(tzinfo=runtime.settings.tz)
-        runtime.clock = FixedClock(at)
+        runtime.clock = FixedClock(parse_instant(at_text, runtime.settings.tz, option="--at"))
     at = runtime.clock.now()
     report = run_due(runtime, at=at)
     for problem in report.problems:

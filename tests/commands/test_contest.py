@@ -101,6 +101,7 @@ def _recompute(document: dict) -> list[int]:
     return sorted(score, key=lambda e: (score[e], e))[:document["winners"]]
 
 
+@pytest.mark.usefixtures("system_clock")
 def test_draw_publish_and_verify_end_to_end(project, database_url, db, at):
     # One marketing mail a day: the invitation uses it up, the winners' mail is exempt.
     settings = write_settings(project, database_url, sending={"max_per_day": 1})

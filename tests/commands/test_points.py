@@ -30,6 +30,7 @@ def customer(settings, db) -> int:
     return cid
 
 
+@pytest.mark.usefixtures("system_clock")
 def test_sync_show_redeem_and_adjust(settings, db, customer):
     synced = cli(settings, "points", "sync", "loyalty-statement")
     assert synced.exit_code == 0, synced.output

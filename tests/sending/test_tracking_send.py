@@ -73,7 +73,8 @@ def delivery_of(db, msg) -> Delivery:
 def own_links(signer, delivery_id) -> dict[str, str]:
     return {"unsubscribe": f"{BASE}/u/{signer.sign('unsubscribe', delivery_id)}",
             "preferences": f"{BASE}/p/{signer.sign('preferences', delivery_id)}",
-            "view": f"{BASE}/v/{signer.sign('view', delivery_id)}"}
+            "view": f"{BASE}/v/{signer.sign('view', delivery_id)}",
+            "coupon": f"{BASE}/k/{signer.sign('coupon', delivery_id)}"}
 
 
 def resolve(db, signer, delivery_id, url) -> str:
@@ -101,7 +102,7 @@ def test_every_http_link_is_rewritten_except_our_own_pages_and_mailto(tracked_sh
         own = own_links(signer, delivery.id)
         found = hrefs(html)
         direct = [h for h in found if not h.startswith(f"{BASE}/r/")]
-        assert direct == ["mailto:help@example.com", own["preferences"], own["unsubscribe"], own["view"]]
+        assert direct == [own["coupon"], "mailto:help@example.com", own["preferences"], own["unsubscribe"], own["view"]]
         tracked = [h for h in found if h.startswith(f"{BASE}/r/")]
         assert {resolve(db, signer, delivery.id, h) for h in tracked} == TARGETS
         assert len(tracked) == 7  # the logo, the shop button, two per product and the FAQ

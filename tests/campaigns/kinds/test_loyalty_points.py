@@ -330,6 +330,7 @@ def test_reward_mail_names_the_reward(settings, db):
 
 # -- end to end ------------------------------------------------------------------------------------
 
+@pytest.mark.usefixtures("system_clock")
 def test_send_mails_each_contact_their_own_balance(project, settings, db):
     only_loyalty(project)
     add_contacts(db, 3)
@@ -351,6 +352,7 @@ def test_send_mails_each_contact_their_own_balance(project, settings, db):
     assert skipped == [(c, SKIP_NO_ACTIVITY)]
 
 
+@pytest.mark.usefixtures("system_clock")
 def test_the_next_statement_counts_only_what_is_new_since_the_last_one(project, settings, db):
     only_loyalty(project)
     add_contacts(db, 1)
