@@ -446,3 +446,57 @@ class DeliveryEvent(SQLModel, table=True):
         Index("ix_delivery_events_delivery", "delivery_id", "occurred_at"),
         Index("ix_delivery_events_type_occurred", "type", "occurred_at"),
     )
+
+
+# -- issue 5: admin accounts and API keys -----------------------------------------------------------
+
+class AdminRole(str, enum.Enum):
+    admin = "admin"  # everything, including sending, pausing and drawing
+    viewer = "viewer"  # reads every page; changes nothing
+
+
+class AdminUser(SQLModel, table=True):
+    """A person who may log in to the admin area."""
+
+    __tablename__ = "admin_users"
+
+    id: Optional[int] = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    email: str = Field(sa_column=Column(String(320), nullable=False))
+    email_key: str = Field(sa_column=Column(String(320), nullable=False, unique=True))
+    password_hash: str = Field(sa_column=Column(String(500), nullable=False))
+    role: str = Field(default=AdminRole.viewer.value, sa_column=Column(String(16), nullable=False))
+    session_version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))  # bumped: every session ends
+    disabled_at: Optional[datetime] = _ts()
+    created_at: Optional[datetime] = _ts(nullable=False)
+    updated_at: Optional[datetime] = _ts(nullable=False)
+    last_login_at: Optional[datetime] = _ts()
+
+
+class LoginFailure(SQLModel, table=True):
+    """A failed admin login, counted per address and per client for the rate limit."""
+
+    __tablename__ = "login_failures"
+
+    id: Optional[int] = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    email_key: str = Field(sa_column=Column(String(320), nullable=False))
+    client: str = Field(sa_column=Column(String(100), nullable=False))
+    at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+    __table_args__ = (
+        Index("ix_login_failures_email_at", "email_key", "at"),
+        Index("ix_login_failures_client_at", "client", "at"),
+    )
+
+
+class ApiKey(SQLModel, table=True):
+    """A REST API key: only its SHA-256 is stored; the prefix identifies it in lists and logs."""
+
+    __tablename__ = "api_keys"
+
+    id: Optional[int] = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+    prefix: str = Field(sa_column=Column(String(16), nullable=False, unique=True))
+    key_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    created_at: Optional[datetime] = _ts(nullable=False)
+    last_used_at: Optional[datetime] = _ts()
+    revoked_at: Optional[datetime] = _ts()
