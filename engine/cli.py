@@ -15,7 +15,8 @@ from .errors import InvalidFile, ValuemailError
 from .runtime import Runtime
 
 #: Modules under engine.commands that each define `register(group)`.
-COMMAND_MODULES = ("database", "segments", "web", "imports", "demo", "send", "validate", "run", "contest", "points", "report_kinds")
+COMMAND_MODULES = ("database", "segments", "web", "imports", "demo", "send", "validate", "run", "contest", "points", "report_kinds",
+                   "admin", "api_key")
 
 
 class ValuemailGroup(click.Group):
