@@ -143,6 +143,7 @@ class WebSettings(_Section):
 class TrackingSettings(_Section):
     clicks: bool = True  # rewrite http(s) links to /r/<token> and record clicks
     opens: bool = False  # add a 1x1 pixel (/o/<token>.gif) and record opens; images are often blocked
+    attribution_days: int = Field(7, ge=1, le=365)  # an order this soon after a click is credited to that mail
 
 
 class Settings(_Section):
