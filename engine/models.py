@@ -197,6 +197,8 @@ class Delivery(SQLModel, table=True):
         Index("ix_deliveries_run_status_id", "run_id", "status", "id"),
         Index("ix_deliveries_contact", "contact_id"),
         Index("ix_deliveries_claimed_by", "claimed_by"),
+        Index("ix_deliveries_status_id", "status", "id"),  # the send log filtered by status
+        Index("ix_deliveries_created", "created_at"),  # the send log's date filter, as an id range
     )
 
 
