@@ -31,7 +31,7 @@ def create_app(
 ) -> Flask:
     """Build the web app on `engine`; `view_renderer` enables /v/<token> (view in browser)."""
     # Imported here so that importing engine.web stays cheap for commands that never serve.
-    from . import admin, api, contests, coupons, preferences, public, surveys, tracking
+    from . import admin, api, auth, contests, coupons, preferences, public, surveys, tracking
 
     app = Flask(__name__)
     app.config.update(
@@ -50,6 +50,7 @@ def create_app(
     # The unsubscribe view checks CSRF itself, except for the RFC 8058 one-click body.
     csrf.exempt(public.unsubscribe)
 
+    auth.init_app(app)  # login pages, and the login guard for every path under /admin
     app.register_blueprint(admin.bp)
     app.register_blueprint(public.bp)
     app.register_blueprint(surveys.bp)

@@ -1,17 +1,23 @@
-"""The admin area: runs and their delivery ledger (no login yet; the default bind is loopback only)."""
+"""The admin area: runs and their delivery ledger. Every view needs a login (see auth.protect)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
+from sqlmodel import Session
 
 from ..campaigns import load_campaign
+from ..db import read_only
 from ..errors import InvalidFile
 from ..models import Run
+from ..sending import ledger
 from ..surveys import PERIODS, satisfaction
+from . import auth
 from .context import db_session, web_context
 from .ledger import STATUS_ORDER, delivery_page, list_runs, run_summary
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+# Every view of this blueprint, present and future, needs a login; writes need the admin role.
+auth.protect(bp)
 
 RUNS_PER_PAGE = 50
 DELIVERIES_PER_PAGE = 100
@@ -63,6 +69,34 @@ def run_detail(run_id: int):
         "admin/run_detail.html", summary=summary, deliveries=deliveries, next_after=next_after,
         statuses=STATUS_ORDER, status=status, q=email, first_page=after == 0,
     )
+
+
+@bp.post("/runs/<int:run_id>/pause")
+@auth.require_role("admin")
+def pause_run(run_id: int):
+    """Stop the workers from sending more of a run until it is resumed."""
+    ctx = web_context()
+    user = auth.current_admin()
+    if not ledger.pause(ctx.engine, run_id, reason=f"paused by {user.email}"):
+        _not_changed(run_id, "Only a sending run can be paused.")
+    return redirect(url_for("admin.run_detail", run_id=run_id))
+
+
+@bp.post("/runs/<int:run_id>/resume")
+@auth.require_role("admin")
+def resume_run(run_id: int):
+    """Let the workers send the rest of a paused run."""
+    if not ledger.resume(web_context().engine, run_id):
+        _not_changed(run_id, "Only a paused run can be resumed.")
+    return redirect(url_for("admin.run_detail", run_id=run_id))
+
+
+def _not_changed(run_id: int, message: str) -> None:
+    # Not db_session(): on a POST it is a writer, and on SQLite that holds the lock until the request ends.
+    with Session(read_only(web_context().engine)) as session:
+        if session.get(Run, run_id) is None:
+            abort(404)
+    flash(message)
 
 
 @bp.get("/surveys/<campaign_id>/results.json")

@@ -9,6 +9,7 @@ from engine.tokens import TokenSigner
 from engine.web import create_app
 
 from .factories import T0
+from .logins import log_in, make_admin
 
 
 @pytest.fixture
@@ -29,3 +30,12 @@ def client(app):
 @pytest.fixture
 def signer(settings):
     return TokenSigner(settings.secret_key)
+
+
+@pytest.fixture
+def admin_client(app, db):
+    """A test client logged in as admin@example.com (role admin)."""
+    make_admin(db)
+    client = app.test_client()
+    assert log_in(client).status_code == 302
+    return client

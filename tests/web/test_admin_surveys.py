@@ -8,6 +8,8 @@ from engine.clock import FixedClock
 from engine.web import create_app
 from tests.test_surveys import NOW, record, setup_invitations
 
+from .logins import log_in, make_admin
+
 UTC = timezone.utc
 
 
@@ -18,7 +20,7 @@ def test_results_per_month_with_the_change_since_the_month_before(settings, db):
     for delivery, nps in zip(ids[2:], ("10", "9", "8")):
         record(db, delivery, "recommend", nps, at=datetime(2027, 3, 5, tzinfo=UTC))
     record(db, ids[2], "delivery", "4", at=datetime(2027, 3, 5, tzinfo=UTC))
-    client = create_app(settings=settings, engine=db, clock=FixedClock(NOW), testing=True).test_client()
+    client = _logged_in(settings, db)
     response = client.get("/admin/surveys/order-survey/results.json?periods=2")
     assert response.status_code == 200
     data = response.get_json()
@@ -32,9 +34,17 @@ def test_results_per_month_with_the_change_since_the_month_before(settings, db):
 
 
 def test_bad_requests_get_a_json_error(settings, db):
-    client = create_app(settings=settings, engine=db, clock=FixedClock(NOW), testing=True).test_client()
+    client = _logged_in(settings, db)
     assert client.get("/admin/surveys/order-survey/results.json?period=week").status_code == 400
     assert client.get("/admin/surveys/order-survey/results.json?periods=0").status_code == 400
     assert client.get("/admin/surveys/nope/results.json").status_code == 404
     response = client.get("/admin/surveys/spring-sale/results.json")
     assert response.status_code == 404 and "not a survey" in response.get_json()["error"]
+
+
+def _logged_in(settings, db):
+    # An app on the survey tests' clock, with a viewer logged in: reading results needs no more.
+    client = create_app(settings=settings, engine=db, clock=FixedClock(NOW), testing=True).test_client()
+    make_admin(db, "viewer@example.com", role="viewer")
+    assert log_in(client, "viewer@example.com").status_code == 302
+    return client
