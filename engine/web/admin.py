@@ -132,3 +132,7 @@ def _int_arg(name: str) -> int | None:
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         abort(400)
     return int(raw)
+
+
+# The ledger-wide pages live in their own module and register on this blueprint.
+from . import admin_reports  # noqa: E402,F401
