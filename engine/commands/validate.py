@@ -6,19 +6,16 @@ import sys
 from pathlib import Path
 
 import click
-from sqlalchemy import select
-from sqlmodel import Session
 
 from ..campaigns import campaign_files, load_campaign
 from ..campaigns.loader import SEGMENTS_FILE
 from ..cli import get_runtime
 from ..errors import InvalidFile, NotFound, Problem
-from ..models import Contact
 from ..rendering import Renderer
-from ..segments import load_segments, membership_query
-from ..sending.compose import SAMPLE_CONTACT, Composer, ContactData, sample_recipient
+from ..previews import render_previews
+from ..segments import load_segments
+from ..sending.compose import SAMPLE_CONTACT, Composer, sample_recipient
 from ..sending.service import load_project_campaign, load_project_segments
-from ..sending.worker import _contact_data
 from ..tokens import TokenSigner
 
 
@@ -106,29 +103,10 @@ def preview(ctx: click.Context, campaign: str, contact_email: str | None, segmen
     chosen = [segment] if segment else list(definition.segments)
     out_dir = out_dir or settings.var_dir / "preview"
     out_dir.mkdir(parents=True, exist_ok=True)
-    composer = Composer(campaign=definition, run_id=0, settings=settings, renderer=Renderer(settings.templates_dir),
-                        signer=TokenSigner(settings.secret_key))
-    now = runtime.clock.now()
-    for name in chosen:
-        contact = _preview_contact(runtime, segments, definition, name, contact_email)
-        recipient = sample_recipient(definition, name, language=contact.language)
-        message = composer.compose(0, contact.email, contact, recipient, now=now)
-        stem = out_dir / f"{definition.id}-{name}"
+    for item in render_previews(runtime, segments, definition, chosen, contact_email=contact_email):
+        message = item.message
+        stem = out_dir / f"{definition.id}-{item.segment}"
         stem.with_suffix(".html").write_text(message.html)
         stem.with_suffix(".txt").write_text(message.text)
         stem.with_suffix(".eml").write_bytes(message.data)
-        click.echo(f"{name}: {message.subject!r} for {contact.email} -> {stem}.html|.txt|.eml")
-
-
-def _preview_contact(runtime, segments, definition, segment: str, email: str | None) -> ContactData:
-    """The named contact, else the segment's first member, else a sample contact."""
-    with Session(runtime.engine) as session:
-        if email:
-            contact = session.execute(select(Contact).where(Contact.email_key == email.lower())).scalars().first()
-            if contact is None:
-                raise NotFound(f"no contact with email {email}")
-            return _contact_data(contact)
-        members = membership_query(segments, [segment], now=runtime.clock.now(), settings=runtime.settings,
-                                   limit=1).subquery()
-        contact = session.execute(select(Contact).where(Contact.id.in_(select(members.c.contact_id)))).scalars().first()
-    return _contact_data(contact) if contact else SAMPLE_CONTACT
+        click.echo(f"{item.segment}: {message.subject!r} for {item.contact.email} -> {stem}.html|.txt|.eml")

@@ -20,3 +20,10 @@ def fire_times(expression: str, *, tz: ZoneInfo, after: datetime, until: datetim
             return times
         times.append(fire.astimezone(timezone.utc))
         previous, cursor = fire, fire + timedelta(microseconds=1)
+
+
+def next_fire_time(expression: str, *, tz: ZoneInfo, after: datetime) -> datetime | None:
+    """The first fire time strictly after `after` (aware UTC), or None if there is none."""
+    trigger = CronTrigger.from_crontab(expression, timezone=tz)
+    fire = trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
+    return fire.astimezone(timezone.utc) if fire else None

@@ -324,6 +324,26 @@ def resume(engine: Engine, run_id: int) -> bool:
                                .values(status=RunStatus.sending.value, pause_reason="")).rowcount == 1
 
 
+def cancel(engine: Engine, run_id: int, *, now: datetime, reason: str) -> int | None:
+    """End a run that is being filled, sent or paused: its queued deliveries become skipped.
+
+    Returns how many deliveries were skipped, or None if the run was not open. Rows a worker has
+    already claimed are left to it: the message may be with the provider already.
+    """
+    with session_scope(engine) as session:
+        # The status change and the skips commit together, so no worker claims between them
+        # (claim only takes rows of a sending run).
+        changed = session.execute(update(Run).where(
+            Run.id == run_id,
+            Run.status.in_([RunStatus.populating.value, RunStatus.sending.value, RunStatus.paused.value]),
+        ).values(status=RunStatus.cancelled.value, pause_reason=reason[:500], finished_at=now)).rowcount
+        if changed != 1:
+            return None
+        return session.execute(update(Delivery).where(
+            Delivery.run_id == run_id, Delivery.status == Q.queued.value,
+        ).values(status=Q.skipped.value, last_error=reason[:1000], next_attempt_at=None, updated_at=now)).rowcount
+
+
 def sending_runs(session: Session) -> list[int]:
     """Runs workers may claim from, oldest first."""
     return list(session.execute(select(Run.id).where(Run.status == RunStatus.sending.value).order_by(Run.id)).scalars())

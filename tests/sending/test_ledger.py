@@ -150,3 +150,21 @@ def test_claims_of_a_killed_worker_are_requeued_but_a_live_ones_are_not(db):
         assert ledger.counts(s, run_id) == {"queued": 7, "claimed": 3, "sent": 0, "failed": 0, "skipped": 0}
     # A worker that stopped heartbeating past the lease is presumed dead wherever it runs.
     assert ledger.reclaim_dead_workers(db, now=T0 + timedelta(seconds=61), lease_seconds=60) == 3
+
+
+def test_cancel_skips_queued_rows_leaves_claimed_and_sent_ones_and_stops_claims(db):
+    add_contacts(db, 4)
+    run_id, _ = new_run(db)
+    ledger.populate(db, run_id, members_after=members, batch_size=10, now=T0)
+    a, b = ledger.claim(db, run_id=run_id, worker_id="w", limit=2, now=T0)
+    ledger.record_sent(db, a, worker_id="w", provider="smtp", provider_message_id="p", message_id="<m@x>", now=T0)
+    assert ledger.cancel(db, run_id, now=T0, reason="cancelled by a@x") == 2
+    assert ledger.cancel(db, run_id, now=T0, reason="again") is None, "a cancelled run stays as it is"
+    assert not ledger.resume(db, run_id)
+    with Session(db) as s:
+        statuses = {d.id: d.status for d in s.execute(select(Delivery).where(Delivery.run_id == run_id)).scalars()}
+        run = s.get(Run, run_id)
+    assert statuses[a] == "sent" and statuses[b] == "claimed"
+    assert sorted(v for k, v in statuses.items() if k not in (a, b)) == ["skipped", "skipped"]
+    assert run.status == "cancelled" and run.finished_at is not None
+    assert ledger.claim(db, run_id=run_id, worker_id="w2", limit=10, now=T0) == []
