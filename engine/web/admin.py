@@ -135,4 +135,4 @@ def _int_arg(name: str) -> int | None:
 
 
 # The ledger-wide pages live in their own module and register on this blueprint.
-from . import admin_campaigns, admin_contacts, admin_reports, admin_surveys  # noqa: E402,F401
+from . import admin_campaigns, admin_contacts, admin_contests, admin_reports, admin_surveys  # noqa: E402,F401
