@@ -19,7 +19,7 @@ from ..models import Contact
 from ..scheduler import lease, run_due
 from ..sending.service import refill_unfinished
 from .send import make_sender
-from .web import build_app, start_in_thread
+from .web import build_app, freeze_heap, start_in_thread
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ def run(ctx: click.Context, demo: bool, host: str | None, port: int | None) -> N
                       max_instances=1, coalesce=True, next_run_time=runtime.clock.now())
     scheduler.start()
     sender = make_sender(runtime)
+    freeze_heap()  # everything above lives as long as the process
     try:
         while True:
             run_ids = refill_unfinished(runtime)
