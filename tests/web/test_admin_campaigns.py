@@ -108,6 +108,7 @@ def test_cancel_skips_the_queued_deliveries_of_a_run(admin_client, db):
         run_id = run.id
     token = csrf_token(admin_client, "/admin/campaigns/spring-sale")
     assert "Cancel run" in admin_client.get("/admin/campaigns/spring-sale").text
+    assert 'id="cancel_run"' in admin_client.get(f"/admin/runs/{run_id}").text  # on the run's own page too
     response = admin_client.post(f"/admin/runs/{run_id}/cancel", data={"csrf_token": token, "back": "campaign"})
     assert response.headers["Location"].endswith("/admin/campaigns/spring-sale")
     with Session(db) as s:
