@@ -51,6 +51,7 @@ def run(ctx: click.Context, demo: bool, host: str | None, port: int | None) -> N
 
             click.echo("loading the demo data set ...")
             click.echo(str(load_demo(runtime.engine, settings=settings, clock=runtime.clock)))
+        _demo_admin(runtime)
     elif current(runtime.engine) != head():
         raise ValuemailError("the database schema is not up to date: run `valuemail db upgrade` first")
 
@@ -96,3 +97,24 @@ def run(ctx: click.Context, demo: bool, host: str | None, port: int | None) -> N
         scheduler.shutdown(wait=False)
         lease.release(runtime.engine, SCHEDULER_LEASE, holder)
         server.stop()
+
+
+#: The account `run --demo` makes when there is none, so that the quick start can log in.
+DEMO_ADMIN = "demo@example.com"
+
+
+def _demo_admin(runtime) -> None:
+    """Create the demo admin with a fresh random password (printed once) when no account exists yet."""
+    import secrets
+
+    from .. import admins
+    from ..db import session_scope
+    from ..models import AdminUser
+
+    with session_scope(runtime.engine) as session:
+        if session.execute(select(AdminUser.id).limit(1)).first() is not None:
+            return
+        password = secrets.token_urlsafe(12)
+        admins.create_admin(session, DEMO_ADMIN, password, role="admin", now=runtime.clock.now())
+    click.echo(f"demo admin: {DEMO_ADMIN}  password: {password}  "
+               "(shown once; `valuemail admin passwd` changes it)")

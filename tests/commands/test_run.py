@@ -39,6 +39,14 @@ def test_run_demo_serves_runs_and_deliveries_and_sends_what_is_due(tmp_path):
                 pass
             assert time.monotonic() < deadline, "the web UI did not come up"
             time.sleep(0.5)
+        # The quick start prints a demo admin account, made because none existed.
+        printed = []
+        while not printed or not printed[-1].startswith("web UI on"):
+            printed.append(proc.stdout.readline().decode())
+        found = [re.search(r"demo admin: (\S+)  password: (\S+)", line) for line in printed]
+        email, password = next(m.groups() for m in found if m)
+        web = _log_in(base, email, password)
+        assert "<h1>Runs</h1>" in web.get(f"{base}/admin/runs", timeout=5).text
         web = _logged_in(base, tmp_path, env)
         assert "<h1>Runs</h1>" in web.get(f"{base}/admin/runs", timeout=5).text
         # A send from another process is picked up and shown.
@@ -68,10 +76,15 @@ def _logged_in(base: str, project: Path, env: dict) -> requests.Session:
                               "--password-stdin"], input=password + "\n", env=env, capture_output=True, text=True,
                              timeout=60)
     assert created.returncode == 0, created.stdout + created.stderr
+    return _log_in(base, "ops@example.com", password)
+
+
+def _log_in(base: str, email: str, password: str) -> requests.Session:
+    """A browser-like session logged in through the form."""
     web = requests.Session()
     form = web.get(f"{base}/admin/runs", timeout=5)  # anonymous: the login form
     token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
-    response = web.post(f"{base}/admin/login", data={"csrf_token": token, "email": "ops@example.com",
-                                                     "password": password}, timeout=5, allow_redirects=False)
+    response = web.post(f"{base}/admin/login", data={"csrf_token": token, "email": email, "password": password},
+                        timeout=5, allow_redirects=False)
     assert response.status_code == 302, response.text
     return web
