@@ -63,11 +63,14 @@ class DeliveryStatus(str, enum.Enum):
     sent = "sent"  # the provider accepted it
     failed = "failed"  # permanent failure, or temporary failures past max_attempts
     skipped = "skipped"  # not sent: unsubscribed or suppressed after the run began
+    uncertain = "uncertain"  # the connection failed after the message data went out: it may have
+    # been delivered, so it is never resent automatically (`valuemail uncertain` decides)
 
 
 class SuppressionReason(str, enum.Enum):
     unsubscribe = "unsubscribe"
     hard_bounce = "hard_bounce"
+    soft_bounce = "soft_bounce"  # three soft bounces within 30 days
     complaint = "complaint"
     manual = "manual"
     erased = "erased"
@@ -199,6 +202,8 @@ class Delivery(SQLModel, table=True):
         Index("ix_deliveries_claimed_by", "claimed_by"),
         Index("ix_deliveries_status_id", "status", "id"),  # the send log filtered by status
         Index("ix_deliveries_created", "created_at"),  # the send log's date filter, as an id range
+        Index("ix_deliveries_provider_message", "provider_message_id"),  # webhooks name the provider's id
+        Index("ix_deliveries_message_id", "message_id"),  # ... or our Message-ID
     )
 
 
@@ -502,3 +507,49 @@ class ApiKey(SQLModel, table=True):
     created_at: Optional[datetime] = _ts(nullable=False)
     last_used_at: Optional[datetime] = _ts()
     revoked_at: Optional[datetime] = _ts()
+
+
+# -- issue 6: providers, rate limits and webhooks ---------------------------------------------------
+
+class ProviderThrottle(SQLModel, table=True):
+    """A provider told us to wait (429 Retry-After, 421): every process waits until `blocked_until`."""
+
+    __tablename__ = "provider_throttle"
+
+    provider: str = Field(sa_column=Column(String(40), primary_key=True))
+    blocked_until: Optional[datetime] = _ts()
+    reason: str = Field(default="", sa_column=Column(String(500), nullable=False, server_default=""))
+    updated_at: Optional[datetime] = _ts(nullable=False)
+
+
+class ProviderUsage(SQLModel, table=True):
+    """Messages handed to a provider per minute, so hourly and daily limits survive a restart."""
+
+    __tablename__ = "provider_usage"
+
+    provider: str = Field(sa_column=Column(String(40), primary_key=True))
+    minute: datetime = Field(sa_column=Column(UTCDateTime(), primary_key=True))
+    count: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+
+
+class WebhookNonce(SQLModel, table=True):
+    """A webhook token or message id already accepted: a replay of it is refused."""
+
+    __tablename__ = "webhook_nonces"
+
+    provider: str = Field(sa_column=Column(String(40), primary_key=True))
+    nonce: str = Field(sa_column=Column(String(200), primary_key=True))
+    seen_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+
+
+class WebhookLog(SQLModel, table=True):
+    """Every webhook request: accepted, ignored or refused with why (never the body: it names people)."""
+
+    __tablename__ = "webhook_log"
+
+    id: Optional[int] = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    provider: str = Field(sa_column=Column(String(40), nullable=False))
+    received_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    status: str = Field(sa_column=Column(String(16), nullable=False))  # accepted | ignored | refused
+    detail: str = Field(default="", sa_column=Column(String(500), nullable=False, server_default=""))
+    remote: str = Field(default="", sa_column=Column(String(64), nullable=False, server_default=""))

@@ -123,7 +123,7 @@ def timeline(session: Session, delivery_id: int) -> list[tuple[str, datetime, di
             select(DeliveryEvent.type, DeliveryEvent.occurred_at, DeliveryEvent.data)
             .where(DeliveryEvent.delivery_id == delivery_id).order_by(DeliveryEvent.occurred_at, DeliveryEvent.id)):
         events.append((kind, at, dict(data or {})))
-    if delivery.status in (DeliveryStatus.failed.value, DeliveryStatus.skipped.value):
+    if delivery.status in (DeliveryStatus.failed.value, DeliveryStatus.skipped.value, DeliveryStatus.uncertain.value):
         events.append((delivery.status, delivery.updated_at, {"reason": delivery.last_error or ""}))
     return sorted(events, key=lambda e: e[1])
 

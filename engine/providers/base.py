@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import enum
+import threading
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Outcome(str, enum.Enum):
@@ -13,6 +16,7 @@ class Outcome(str, enum.Enum):
     sent = "sent"  # accepted by the provider
     temporary = "temporary"  # try again later (4xx, network, rate limit)
     permanent = "permanent"  # will never succeed for this recipient (5xx)
+    uncertain = "uncertain"  # the data went out but no answer came back: maybe delivered, never resent
 
 
 @dataclass(frozen=True)
@@ -26,8 +30,20 @@ class OutgoingMessage:
     subject: str = ""
     text: str = ""
     html: str = ""
-    headers: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()  # ours (List-Unsubscribe...), passed through by API providers
     tag: str = ""  # e.g. the campaign id, for providers that support tags
+    from_email: str = ""  # the From header's address and display name, for API providers
+    from_name: str = ""
+    to_name: str = ""
+    reply_to: str = ""
+    metadata: tuple[tuple[str, str], ...] = ()  # sent as the provider's custom args; webhooks echo them
+
+    def header(self, name: str) -> str | None:
+        """The value of one of our extra headers, by case-insensitive name."""
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
 
 
 @dataclass(frozen=True)
@@ -39,14 +55,26 @@ class SendResult:
     error: str | None = None
     code: int | None = None  # e.g. the SMTP reply code
     retry_after: float | None = None  # seconds, when the provider said so
+    # The provider itself is down or unreachable (not this recipient's problem): a fallback
+    # provider may take the message. Never set with `uncertain`, whose message may be out already.
+    unavailable: bool = False
+    # The provider asked us to slow down (HTTP 429, SMTP 421 or "try again in N seconds"): every
+    # message to it waits `retry_after`, not just this one.
+    throttled: bool = False
 
     @classmethod
     def ok(cls, provider_message_id: str | None) -> "SendResult":
         return cls(Outcome.sent, provider_message_id=provider_message_id)
 
     @classmethod
-    def temporary(cls, error: str, *, code: int | None = None, retry_after: float | None = None) -> "SendResult":
-        return cls(Outcome.temporary, error=error, code=code, retry_after=retry_after)
+    def temporary(cls, error: str, *, code: int | None = None, retry_after: float | None = None,
+                  unavailable: bool = False, throttled: bool = False) -> "SendResult":
+        return cls(Outcome.temporary, error=error, code=code, retry_after=retry_after, unavailable=unavailable,
+                   throttled=throttled)
+
+    @classmethod
+    def uncertain(cls, error: str, *, code: int | None = None) -> "SendResult":
+        return cls(Outcome.uncertain, error=error, code=code)
 
     @classmethod
     def permanent(cls, error: str, *, code: int | None = None) -> "SendResult":
@@ -69,7 +97,20 @@ class Provider(Protocol):
 
 @dataclass(frozen=True)
 class ProviderContext:
-    """What a provider factory gets besides its own settings section."""
+    """What a provider factory gets besides its own settings section.
+
+    One context is made per provider factory, so `shared` is how the per-thread instances of one
+    provider share a resource (an SMTP connection pool, say).
+    """
 
     var_dir: str
     env: dict[str, str] = field(default_factory=dict)
+    _shared: dict = field(default_factory=dict, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def shared(self, key: str, build: Callable[[], T]) -> T:
+        """The object stored under `key`, built on first use; the same one for every instance."""
+        with self._lock:
+            if key not in self._shared:
+                self._shared[key] = build()
+            return self._shared[key]

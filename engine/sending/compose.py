@@ -168,4 +168,7 @@ class Composer:
                                    message_id=message_id, date=now, headers=headers)
         return OutgoingMessage(envelope_from=self.settings.sender.from_email, recipient=to_email, data=data,
                                message_id=message_id, subject=subject, text=rendered.text, html=rendered.html,
-                               headers=tuple(headers), tag=self.campaign.id)
+                               headers=tuple(headers), tag=self.campaign.id,
+                               from_email=self.settings.sender.from_email, from_name=self.settings.sender.from_name,
+                               to_name=name, reply_to=self.settings.sender.reply_to,
+                               metadata=(("valuemail_delivery", str(delivery_id)), ("valuemail_run", str(self.run_id))))

@@ -23,7 +23,8 @@ def over_cap(session: Session, contact_ids: Sequence[int], *, now: datetime, set
                func.sum(case((Delivery.sent_at > day_ago, 1), else_=0)),
                func.count())
         .join(Run, Run.id == Delivery.run_id)
-        .where(Delivery.contact_id.in_(contact_ids), Delivery.status == DeliveryStatus.sent.value,
+        .where(Delivery.contact_id.in_(contact_ids),
+               Delivery.status.in_((DeliveryStatus.sent.value, DeliveryStatus.uncertain.value)),
                Delivery.sent_at > week_ago, Run.transactional.is_(False), Run.is_test.is_(False))
         .group_by(Delivery.contact_id)
     ).all()

@@ -272,6 +272,21 @@ def record_failure(engine: Engine, delivery_id: int, *, worker_id: str, provider
         return status
 
 
+def record_uncertain(engine: Engine, delivery_id: int, *, worker_id: str, provider: str, error: str,
+                     message_id: str, now: datetime) -> bool:
+    """The message data went out but the provider's answer was lost: it may have been delivered.
+
+    Never requeued automatically (that could send it twice); `valuemail uncertain` lists these and
+    an operator resends or accepts them.
+    """
+    with engine.begin() as conn:
+        return conn.execute(update(Delivery).where(_mine(delivery_id, worker_id)).values(
+            status=Q.uncertain.value, attempts=Delivery.attempts + 1, claimed_by=None, claimed_at=None,
+            provider=provider, message_id=message_id, last_error=error[:1000], next_attempt_at=None,
+            sent_at=now, updated_at=now,
+        )).rowcount == 1
+
+
 def mark_skipped(engine: Engine, delivery_ids: Sequence[int], *, worker_id: str, reason: str, now: datetime) -> int:
     """Claimed rows that must not be sent (unsubscribed or suppressed since the run began)."""
     if not delivery_ids:

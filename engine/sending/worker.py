@@ -277,6 +277,13 @@ class Sender:
                                provider_message_id=result.provider_message_id, message_id=message_id, now=now)
             self._after(run_id, state, "sent", None)
             return
+        if result.outcome is Outcome.uncertain:
+            ledger.record_uncertain(self.engine, delivery_id, worker_id=self.worker_id, provider=provider.name,
+                                    error=result.error or "outcome unknown", message_id=message_id, now=now)
+            log.warning("delivery %s: %s; not resent automatically (see `valuemail uncertain`)", delivery_id,
+                        result.error)
+            self._after(run_id, state, "uncertain", result.error)
+            return
         retry_at = None
         if result.outcome is Outcome.temporary:
             with Session(self.engine) as session:

@@ -239,6 +239,7 @@ class DeliveryCounts(_Out):
     sent: int = 0
     failed: int = 0
     skipped: int = 0
+    uncertain: int = 0  # the data went out, the answer was lost: maybe delivered, never resent
 
 
 class RunOut(_Out):

@@ -10,7 +10,8 @@ from sqlmodel import Session, select
 from ..models import Campaign, Delivery, DeliveryStatus, Run, RunStatus
 
 #: Delivery states a worker will not touch again; progress counts these as done.
-DONE_STATUSES = (DeliveryStatus.sent.value, DeliveryStatus.failed.value, DeliveryStatus.skipped.value)
+DONE_STATUSES = (DeliveryStatus.sent.value, DeliveryStatus.failed.value, DeliveryStatus.skipped.value,
+                 DeliveryStatus.uncertain.value)
 #: Column order on the pages.
 STATUS_ORDER = tuple(s.value for s in DeliveryStatus)
 

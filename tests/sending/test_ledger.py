@@ -147,7 +147,7 @@ def test_claims_of_a_killed_worker_are_requeued_but_a_live_ones_are_not(db):
     ledger.claim(db, run_id=run_id, worker_id="ghost", limit=1, now=T0)  # never registered
     assert ledger.reclaim_dead_workers(db, now=T0, lease_seconds=60) == 5
     with Session(db) as s:
-        assert ledger.counts(s, run_id) == {"queued": 7, "claimed": 3, "sent": 0, "failed": 0, "skipped": 0}
+        assert ledger.counts(s, run_id) == {"queued": 7, "claimed": 3, "sent": 0, "failed": 0, "skipped": 0, "uncertain": 0}
     # A worker that stopped heartbeating past the lease is presumed dead wherever it runs.
     assert ledger.reclaim_dead_workers(db, now=T0 + timedelta(seconds=61), lease_seconds=60) == 3
 

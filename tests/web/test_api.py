@@ -474,7 +474,7 @@ def test_runs_are_listed_newest_first_with_keyset_pages(client, auth, ledger_row
     page = first.get_json()
     newest, middle, oldest = reversed(ledger_rows["runs"])
     assert [r["id"] for r in page["runs"]] == [newest, middle] and page["next_before"] == middle
-    assert page["runs"][0]["counts"] == {"queued": 1, "claimed": 0, "sent": 4, "failed": 2, "skipped": 0}
+    assert page["runs"][0]["counts"] == {"queued": 1, "claimed": 0, "sent": 4, "failed": 2, "skipped": 0, "uncertain": 0}
     assert page["runs"][0]["campaign_id"] == "spring-sale" and page["runs"][0]["campaign_name"] == "Spring sale"
     rest = client.get(f"{API}/runs?limit=2&before={page['next_before']}", headers=auth).get_json()
     assert [r["id"] for r in rest["runs"]] == [oldest] and rest["next_before"] is None
