@@ -146,6 +146,14 @@ class TrackingSettings(_Section):
     attribution_days: int = Field(7, ge=1, le=365)  # an order this soon after a click is credited to that mail
 
 
+class DkimSettings(_Section):
+    """`[dkim]`: signing of SMTP mail (filled in by the DKIM work)."""
+
+
+class WebhookSettings(_Section):
+    """`[webhooks]`: verification of provider bounce and complaint webhooks (filled in by that work)."""
+
+
 class Settings(_Section):
     app: AppSettings = AppSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -157,6 +165,8 @@ class Settings(_Section):
     scheduler: SchedulerSettings = SchedulerSettings()
     web: WebSettings = WebSettings()
     tracking: TrackingSettings = TrackingSettings()
+    dkim: DkimSettings = DkimSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     # Resolved at load time, not read from the file.
     root: Path = Path(".")
@@ -198,7 +208,8 @@ class Settings(_Section):
         return ZoneInfo(self.app.timezone)
 
 
-_FILE_KEYS = ("app", "database", "paths", "sender", "provider", "sending", "ltv", "scheduler", "web", "tracking")
+_FILE_KEYS = ("app", "database", "paths", "sender", "provider", "sending", "ltv", "scheduler", "web", "tracking", "dkim",
+              "webhooks")
 
 
 def load_settings(path: str | Path | None = None, *, env: dict[str, str] | None = None, secret_key: str | None = None) -> Settings:
