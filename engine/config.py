@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .errors import ConfigError
 from .tomlpos import TomlDocument
@@ -96,8 +96,24 @@ class HttpProviderSettings(_Section):
     secret_key_env: str = ""  # ses
 
 
+class ProviderLimits(_Section):
+    """`[provider.limits.<name>]`: how much one provider may take; 0 means unlimited."""
+
+    per_second: float = Field(0, ge=0)
+    per_hour: int = Field(0, ge=0)
+    per_day: int = Field(0, ge=0)
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.per_second or self.per_hour or self.per_day)
+
+
 class ProviderSettings(_Section):
     name: str = "outbox"
+    fallback: str = ""  # takes a message when the provider is down; empty: no failover
+    failover_after: int = Field(3, ge=1)  # consecutive "unavailable" results before the provider is skipped
+    failover_cooldown_seconds: float = Field(60, ge=0)  # how long it is skipped before one probe
+    limits: dict[str, ProviderLimits] = {}
     outbox: OutboxSettings = OutboxSettings()
     smtp: SmtpSettings = SmtpSettings()
     postmark: HttpProviderSettings = HttpProviderSettings(token_env="POSTMARK_TOKEN", base_url="https://api.postmarkapp.com")
@@ -107,6 +123,17 @@ class ProviderSettings(_Section):
     ses: HttpProviderSettings = HttpProviderSettings(
         access_key_env="AWS_ACCESS_KEY_ID", secret_key_env="AWS_SECRET_ACCESS_KEY", region="eu-west-1"
     )
+
+    @field_validator("fallback")
+    @classmethod
+    def _fallback_differs(cls, value: str, info: ValidationInfo) -> str:
+        if value and value == info.data.get("name"):
+            raise ValueError(f"must name another provider than 'name' ({value!r})")
+        return value
+
+    def limits_for(self, name: str) -> ProviderLimits:
+        """The limits of provider `name` (unlimited when it has no table)."""
+        return self.limits.get(name) or ProviderLimits()
 
 
 class SendingSettings(_Section):

@@ -46,6 +46,7 @@ class CampaignDefinition:
     section: Any  # the kind's section without per-segment overrides (what campaign-wide hooks use)
     raw: dict[str, Any] = field(repr=False)
     source: str = field(default="", repr=False)  # the file's text, stored with each run
+    provider: str | None = None  # the campaign's own provider; None: the configured one
 
     def variant(self, segment: str) -> Variant:
         """The variant for `segment` (every listed segment has one)."""

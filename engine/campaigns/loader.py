@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ..config import Settings
 from ..errors import CampaignError, Problem
+from ..providers import available
 from ..tomlpos import TomlDocument
 from ..validation import describe, problems_from
 from .definition import VALUE_DIMENSIONS, CampaignDefinition, Variant
@@ -36,6 +37,7 @@ class CommonKeys(BaseModel):
     segments: list[str]
     schedule: dict[str, Any] | None = None
     local_time: bool = False
+    provider: str | None = None  # send through this provider instead of [provider].name
 
     @field_validator("name", "subject", "template")
     @classmethod
@@ -129,6 +131,10 @@ def load_campaign(path: Path, *, settings: Settings, segment_names: Iterable[str
             problem(("schedule",), f"'schedule': {exc}")
     if common.local_time and (schedule is None or schedule.kind != "at"):
         problem(("local_time",), "'local_time': delivery in the recipient's local time needs an `at` schedule")
+    if common.provider is not None:
+        installed = available()
+        if common.provider not in installed:
+            problem(("provider",), f"unknown provider '{common.provider}' (installed: {', '.join(sorted(installed))})")
     template_problem = _check_template_name(common.template, settings.templates_dir)
     if template_problem:
         problem(("template",), template_problem)
@@ -169,7 +175,7 @@ def load_campaign(path: Path, *, settings: Settings, segment_names: Iterable[str
     return CampaignDefinition(
         id=campaign_id, path=path, name=common.name, kind_name=kind_name, kind=kind,
         values=tuple(common.values), segments=tuple(common.segments), schedule=schedule, local_time=common.local_time,
-        variants=variants, section=base_section, raw=doc.data, source=doc.text,
+        variants=variants, section=base_section, raw=doc.data, source=doc.text, provider=common.provider,
     )
 
 

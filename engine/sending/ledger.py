@@ -212,6 +212,18 @@ def release(engine: Engine, worker_id: str, delivery_ids: Sequence[int]) -> int:
         return _release_claims(conn, [worker_id], delivery_ids)
 
 
+def defer(engine: Engine, worker_id: str, delivery_ids: Sequence[int], *, until: datetime, reason: str,
+          now: datetime) -> int:
+    """Requeue claimed rows for `until` without counting an attempt (their provider asked us to wait)."""
+    if not delivery_ids:
+        return 0
+    with engine.begin() as conn:  # Core, not an ORM session: this is on the per-message path
+        return conn.execute(update(Delivery).where(
+            Delivery.id.in_(delivery_ids), Delivery.status == Q.claimed.value, Delivery.claimed_by == worker_id,
+        ).values(status=Q.queued.value, claimed_by=None, claimed_at=None, next_attempt_at=until,
+                 last_error=reason[:1000], updated_at=now)).rowcount
+
+
 def claim(engine: Engine, *, run_id: int, worker_id: str, limit: int, now: datetime) -> list[int]:
     """Atomically take up to `limit` due rows of a sending run for `worker_id`; returns their ids in order."""
     with session_scope(engine) as session:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,10 +21,12 @@ from ..config import Settings
 from ..db import read_only
 from ..errors import InvalidFile, RenderError
 from ..models import TRANSACTIONAL_STATUSES, Contact, ContactStatus, Delivery, KindOptOut, Run, RunStatus, Suppression
-from ..providers import Outcome, Provider
+from ..providers import Outcome, OutgoingMessage, SendResult, provider_factory as build_factory
 from ..tokens import TokenSigner
 from . import frequency, ledger
 from .compose import Composer, ContactData
+from .ratelimit import RateLimiter, Throttles, UsageMeter
+from .routing import ProviderFactory, Route, Router, ThreadProviders
 
 log = logging.getLogger(__name__)
 
@@ -36,29 +37,19 @@ SKIP_CAPPED = "frequency cap"
 SKIP_OPTED_OUT = "opted out of this kind of mail"
 
 
-class RateLimiter:
-    """A token bucket shared by a process's sending threads; 0 means unlimited."""
+@dataclass(frozen=True)
+class _Hold:
+    """A provider may not take messages until `until` (throttled or out of budget): defer, do not fail."""
 
-    def __init__(self, per_second: float):
-        self.interval = 1.0 / per_second if per_second > 0 else 0.0
-        self._next = time.monotonic()
-        self._lock = threading.Lock()
-
-    def wait(self) -> None:
-        if not self.interval:
-            return
-        with self._lock:
-            now = time.monotonic()
-            slot = max(self._next, now)
-            self._next = slot + self.interval
-        if slot > now:
-            time.sleep(slot - now)
+    until: datetime
+    reason: str
 
 
 @dataclass
 class _RunState:
     composer: Composer
     definition: object
+    route: Route
     transactional: bool = False
     error_streak: int = 0
     paused: bool = False
@@ -68,13 +59,20 @@ class _RunState:
 class Sender:
     """Drains the ledger of given runs with `settings.sending.concurrency` threads in this process."""
 
-    def __init__(self, *, engine: Engine, settings: Settings, clock: Clock, provider_factory: Callable[[], Provider],
-                 renderer, on_outcome: OutcomeCallback | None = None, worker_id: str | None = None):
+    def __init__(self, *, engine: Engine, settings: Settings, clock: Clock, provider_factory: ProviderFactory,
+                 renderer, on_outcome: OutcomeCallback | None = None, worker_id: str | None = None,
+                 factory_for: Callable[[str], ProviderFactory] | None = None):
+        """`provider_factory` makes the configured provider; `factory_for(name)` the others (fallback, campaigns')."""
         self.engine = engine
         self._reader = read_only(engine)
         self.settings = settings
         self.clock = clock
-        self.provider_factory = provider_factory
+        self.router = Router(settings=settings.provider, clock=clock,
+                             factory_for=factory_for or (lambda name: build_factory(settings, name=name)),
+                             factories={settings.provider.name: provider_factory})
+        self.router.prepare(self.router.route(None))
+        self.meter = UsageMeter(engine=engine, settings=settings.provider, clock=clock)
+        self.throttles = Throttles(engine=engine, clock=clock)
         self.renderer = renderer
         self.on_outcome = on_outcome or (lambda run_id, status: None)
         self.worker_id = worker_id or f"w-{uuid.uuid4().hex[:16]}"
@@ -124,6 +122,7 @@ class Sender:
                     return
         finally:
             beat_stop.set()
+            self.meter.flush()
             released = ledger.unregister_worker(self.engine, self.worker_id)
             if released:
                 log.info("released %d claimed deliveries back to the queue", released)
@@ -157,7 +156,7 @@ class Sender:
     # -- one thread -----------------------------------------------------------------------------
 
     def _thread_main(self, run_ids: list[int]) -> None:
-        provider = self.provider_factory()
+        providers = ThreadProviders(self.router)
         try:
             for run_id in run_ids:
                 while not self.stop.is_set():
@@ -165,12 +164,12 @@ class Sender:
                                        limit=self.settings.sending.batch_size, now=self.clock.now())
                     if not ids:
                         break
-                    self._send_batch(run_id, ids, provider)
+                    self._send_batch(run_id, ids, providers)
         except BaseException as exc:  # surface in drain(); the claims go back to the queue there
             self._errors.append(exc)
             self.stop.set()
         finally:
-            provider.close()
+            providers.close()
 
     def _state(self, run_id: int) -> _RunState:
         with self._runs_lock:
@@ -186,11 +185,13 @@ class Sender:
                     raise RenderError(f"run {run_id}: its campaign no longer loads: {exc}") from exc
                 composer = Composer(campaign=campaign, run_id=run_id, settings=self.settings, renderer=self.renderer,
                                     signer=self.signer, test=is_test, engine=self.engine)
-                state = self._runs[run_id] = _RunState(composer=composer, definition=campaign,
+                route = self.router.route(campaign.provider)
+                self.router.prepare(route)
+                state = self._runs[run_id] = _RunState(composer=composer, definition=campaign, route=route,
                                                          transactional=transactional)
             return state
 
-    def _send_batch(self, run_id: int, ids: list[int], provider: Provider) -> None:
+    def _send_batch(self, run_id: int, ids: list[int], providers: ThreadProviders) -> None:
         state = self._state(run_id)
         with state.lock:
             if state.paused:  # the claim succeeded, so someone resumed the run since it paused
@@ -230,7 +231,11 @@ class Sender:
             if self.stop.is_set() or state.paused:
                 ledger.release(self.engine, self.worker_id, [r[0] for r in rows[position:]])
                 return
-            self._send_one(run_id, state, delivery_id, email, _contact_data(contact), recipients[delivery_id], provider)
+            hold = self._send_one(run_id, state, delivery_id, email, _contact_data(contact), recipients[delivery_id],
+                                  providers)
+            if hold is not None:  # the provider takes nothing until then: the rest of the batch waits too
+                self._defer(run_id, [r[0] for r in rows[position + 1:]], hold)
+                return
 
     def _unsendable(self, session, rows, now, *, kind: str) -> dict[int, str]:
         """Deliveries of the batch that must not go out, with the reason: suppressed, unsubscribed, opted out, capped."""
@@ -253,47 +258,104 @@ class Sender:
         return skips
 
     def _send_one(self, run_id: int, state: _RunState, delivery_id: int, email: str, contact: ContactData,
-                  recipient: Recipient, provider: Provider) -> None:
+                  recipient: Recipient, providers: ThreadProviders) -> _Hold | None:
+        """Send one message and record its outcome; returns a hold when its provider must be left alone."""
         s = self.settings.sending
+        route = state.route
         now = self.clock.now()
         if self._unsubscribed_since_claim(email, recipient.contact_id, state.composer.test,
                                           state.transactional):
             ledger.mark_skipped(self.engine, [delivery_id], worker_id=self.worker_id, reason=SKIP_UNSUBSCRIBED, now=now)
             self.on_outcome(run_id, "skipped")
-            return
+            return None
         message_id = state.composer.message_id(delivery_id)
         try:
             message = state.composer.compose(delivery_id, email, contact, recipient, now=now)
         except RenderError as exc:
-            status = ledger.record_failure(self.engine, delivery_id, worker_id=self.worker_id, provider=provider.name,
+            status = ledger.record_failure(self.engine, delivery_id, worker_id=self.worker_id, provider=route.primary,
                                            error=f"render: {exc}", now=now, retry_at=None, max_attempts=s.max_attempts)
             self._after(run_id, state, status, str(exc))
-            return
+            return None
+        skipped = bool(route.fallback) and not self.router.breaker(route.primary).allow(now)
+        used = route.fallback if skipped else route.primary
+        hold = self._gate(used)
+        if hold is not None:
+            self._defer(run_id, [delivery_id], hold)
+            return hold
+        result = self._attempt(used, message, providers)
+        if skipped and _down(result):
+            result = _both_down(route.primary, "skipped after repeated unavailability", used, result)
+        elif used == route.primary and route.fallback:
+            self.router.breaker(used).record(unavailable=_down(result), now=self.clock.now())
+            if _down(result):
+                log.warning("delivery %s: provider %s is unavailable (%s); sending through fallback %s",
+                            delivery_id, used, result.error, route.fallback)
+                hold = self._gate(route.fallback)
+                if hold is not None:
+                    result = _both_down(used, result.error, route.fallback, SendResult.temporary(
+                        hold.reason, retry_after=(hold.until - self.clock.now()).total_seconds()))
+                else:
+                    second = self._attempt(route.fallback, message, providers)
+                    result = _both_down(used, result.error, route.fallback, second) if _down(second) else second
+                    used = route.fallback
+        return self._record(run_id, state, delivery_id, message_id, used, result)
+
+    def _attempt(self, name: str, message: OutgoingMessage, providers: ThreadProviders) -> SendResult:
         self.limiter.wait()
-        result = provider.send(message)
+        return providers.get(name).send(message)
+
+    def _gate(self, name: str) -> _Hold | None:
+        """Wait for the provider's per-second slot and take one message of its budget, unless it is held."""
+        throttle = self.throttles.active(name)
+        if throttle is not None:
+            return _Hold(throttle.until, f"{name} asked us to wait until {throttle.until:%Y-%m-%d %H:%M:%S} UTC"
+                                         f" ({throttle.reason})")
+        until = self.meter.take(name)
+        if until is not None:
+            return _Hold(until, f"{name}: hourly/daily limit reached, budget frees at {until:%Y-%m-%d %H:%M} UTC")
+        return None
+
+    def _defer(self, run_id: int, delivery_ids: list[int], hold: _Hold) -> None:
+        """Claimed deliveries wait for their provider: requeued for `hold.until`, no attempt counted."""
+        deferred = ledger.defer(self.engine, self.worker_id, delivery_ids, until=hold.until, reason=hold.reason,
+                                now=self.clock.now())
+        for _ in range(deferred):
+            self.on_outcome(run_id, "deferred")
+
+    def _record(self, run_id: int, state: _RunState, delivery_id: int, message_id: str, used: str,
+                result: SendResult) -> _Hold | None:
+        s = self.settings.sending
         now = self.clock.now()
         if result.outcome is Outcome.sent:
-            ledger.record_sent(self.engine, delivery_id, worker_id=self.worker_id, provider=provider.name,
+            ledger.record_sent(self.engine, delivery_id, worker_id=self.worker_id, provider=used,
                                provider_message_id=result.provider_message_id, message_id=message_id, now=now)
             self._after(run_id, state, "sent", None)
-            return
+            return None
         if result.outcome is Outcome.uncertain:
-            ledger.record_uncertain(self.engine, delivery_id, worker_id=self.worker_id, provider=provider.name,
+            ledger.record_uncertain(self.engine, delivery_id, worker_id=self.worker_id, provider=used,
                                     error=result.error or "outcome unknown", message_id=message_id, now=now)
             log.warning("delivery %s: %s; not resent automatically (see `valuemail uncertain`)", delivery_id,
                         result.error)
             self._after(run_id, state, "uncertain", result.error)
-            return
+            return None
+        if result.outcome is Outcome.temporary and result.throttled:
+            # Not this message's fault, nor a sign the run is broken: no attempt, no error streak.
+            throttle = self.throttles.block(used, seconds=result.retry_after, reason=result.error or "throttled")
+            hold = _Hold(throttle.until, f"{used} asked us to wait until {throttle.until:%Y-%m-%d %H:%M:%S} UTC"
+                                         f" ({result.error or 'throttled'})")
+            self._defer(run_id, [delivery_id], hold)
+            return hold
         retry_at = None
         if result.outcome is Outcome.temporary:
             with Session(self.engine) as session:
                 attempts = session.get(Delivery, delivery_id).attempts
             backoff = min(s.retry_max_seconds, s.retry_base_seconds * (2 ** attempts))
             retry_at = now + timedelta(seconds=max(backoff, result.retry_after or 0))
-        status = ledger.record_failure(self.engine, delivery_id, worker_id=self.worker_id, provider=provider.name,
+        status = ledger.record_failure(self.engine, delivery_id, worker_id=self.worker_id, provider=used,
                                        error=result.error or result.outcome.value, now=now, retry_at=retry_at,
                                        max_attempts=s.max_attempts, message_id=message_id)
         self._after(run_id, state, status if status == "failed" else "deferred", result.error)
+        return None
 
     def _unsubscribed_since_claim(self, email: str, contact_id: int, test: bool, transactional: bool = False) -> bool:
         """One indexed lookup per message, so an unsubscribe stops the very next send."""
@@ -317,6 +379,17 @@ class Sender:
                 ledger.pause(self.engine, run_id, reason=reason)
                 log.warning("run %s %s", run_id, reason)
         self.on_outcome(run_id, status)
+
+
+def _down(result: SendResult) -> bool:
+    """The provider itself is down: another may take the message (never when it may be out, or throttled)."""
+    return result.outcome is Outcome.temporary and result.unavailable and not result.throttled
+
+
+def _both_down(primary: str, primary_error: str | None, fallback: str, result: SendResult) -> SendResult:
+    """A temporary failure naming both providers' errors; the message is retried with the usual backoff."""
+    return SendResult.temporary(f"{primary}: {primary_error}; {fallback}: {result.error}", code=result.code,
+                                retry_after=result.retry_after, unavailable=True)
 
 
 def _mailable(transactional: bool) -> tuple[str, ...]:
