@@ -234,11 +234,12 @@ class Throttles:
                 index_elements=["provider"],
                 set_={"blocked_until": until, "reason": reason[:500], "updated_at": now},
                 where=or_(ProviderThrottle.blocked_until.is_(None), ProviderThrottle.blocked_until < until)))
-        log.warning("provider %s asked us to slow down; every sender waits until %s (%s)", provider,
-                    until.isoformat(), reason)
         with self._lock:
             self._reload()
-            return self._rows.get(provider) or Throttle(provider, until, reason)
+            throttle = self._rows.get(provider) or Throttle(provider, until, reason)
+        log.warning("provider %s asked us to slow down (%s); every sender leaves it alone until %s", provider,
+                    reason, throttle.until.isoformat())
+        return throttle
 
     def _reload(self) -> None:
         with read_only(self.engine).connect() as conn:
