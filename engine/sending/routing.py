@@ -53,6 +53,11 @@ class Breaker:
             log.info("provider %s: cooldown over, trying it again", self.name)
             return True
 
+    def release(self) -> None:
+        """The probe this caller was allowed did not happen (its message had to wait): let another try."""
+        with self._lock:
+            self._probing = False
+
     def record(self, *, unavailable: bool, now: datetime) -> None:
         """Feed one result of the provider into the breaker."""
         with self._lock:

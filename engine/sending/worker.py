@@ -280,6 +280,8 @@ class Sender:
         used = route.fallback if skipped else route.primary
         hold = self._gate(used)
         if hold is not None:
+            if used == route.primary and route.fallback:
+                self.router.breaker(used).release()
             self._defer(run_id, [delivery_id], hold)
             return hold
         result = self._attempt(used, message, providers)

@@ -224,5 +224,7 @@ def test_breaker_counts_only_consecutive_unavailability():
     assert not breaker.allow(T0 + timedelta(seconds=59))
     assert breaker.allow(T0 + timedelta(seconds=60))  # the probe
     assert not breaker.allow(T0 + timedelta(seconds=60))  # only one at a time
+    breaker.release()  # that probe's message had to wait (throttled): another caller probes instead
+    assert breaker.allow(T0 + timedelta(seconds=60))
     breaker.record(unavailable=False, now=T0 + timedelta(seconds=61))
     assert breaker.allow(T0 + timedelta(seconds=61)) and breaker.state(T0) == "closed"
