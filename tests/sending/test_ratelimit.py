@@ -23,6 +23,7 @@ from tests.conftest import write_settings
 from tests.sending.test_routing import Scripted, _outbox, _rows, _runtime
 from tests.sending.test_send import only_spring_sale
 from tests.support.data import T0, add_contacts
+from tests.support.smtpd import SmtpSink
 
 NOW = T0 + timedelta(seconds=20)  # mid-minute
 
@@ -237,3 +238,32 @@ def test_a_cached_throttle_is_reread_within_the_refresh_interval(database_url, d
     assert reader.active("sendgrid").until == NOW + timedelta(seconds=60)
     clock.set(NOW + timedelta(seconds=60))
     assert reader.active("sendgrid") is None
+
+
+def test_an_smtp_421_makes_every_sender_wait_the_time_it_names(project, database_url, db):
+    only_spring_sale(project)
+    add_contacts(db, 3)
+    with SmtpSink() as sink:
+        sink.handler.replies["user1@example.com"] = "421 4.7.0 Too many messages, try again in 90 seconds"
+        settings = write_settings(project, database_url, sending={"concurrency": 1},
+                                  extra=f'[provider]\nname = "smtp"\n[provider.smtp]\nport = {sink.port}\ntimeout = 5\n')
+        clock = FixedClock(NOW)
+        run_id = prepare_run(_runtime(settings, db, clock), "spring-sale").run_id
+        _sender(settings, db, clock).drain([run_id], wait_for_retries=False)
+        until = NOW + timedelta(seconds=90)
+        rows = {r.email: r for r in _rows(db, run_id)}
+        assert rows["user0@example.com"].status == "sent"
+        for email in ("user1@example.com", "user2@example.com"):  # user2 was never tried
+            assert (rows[email].status, rows[email].attempts, rows[email].next_attempt_at) == ("queued", 0, until)
+        assert [r for m in sink.messages for r in m.recipients] == ["user0@example.com"]
+
+        # A second process sending another run through the same server waits too.
+        other = make_engine(settings.database_url)
+        try:
+            clock.set(NOW + timedelta(seconds=1))
+            test_run = prepare_test_run(_runtime(settings, other, clock), "spring-sale", to="me@example.org").run_id
+            _sender(settings, other, clock).drain([test_run], wait_for_retries=False)
+        finally:
+            other.dispose()
+        assert len(sink.messages) == 1
+        assert {(r.status, r.next_attempt_at) for r in _rows(db, test_run)} == {("queued", until)}
