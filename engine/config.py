@@ -105,6 +105,7 @@ class ProviderLimits(_Section):
 
     @property
     def limited(self) -> bool:
+        """Whether any limit is set."""
         return bool(self.per_second or self.per_hour or self.per_day)
 
 

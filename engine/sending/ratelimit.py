@@ -37,6 +37,7 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     def wait(self) -> None:
+        """Block until this caller's slot comes."""
         if not self.interval:
             return
         with self._lock:
@@ -62,9 +63,9 @@ class Usage:
 
 def usage(engine: Engine, provider: str, *, now: datetime) -> Usage:
     """The provider's usage in the last 60 and 1440 minute buckets (the current one included)."""
-    with read_only(engine).connect() as conn:
-        rows = _window(conn, provider, minute_of(now))
     current = minute_of(now)
+    with read_only(engine).connect() as conn:
+        rows = _window(conn, provider, current)
     hour = sum(c for m, c in rows if m > current - HOUR_MINUTES * MINUTE)
     return Usage(last_hour=hour, last_day=sum(c for _, c in rows))
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable
 
-from ..clock import Clock
 from ..config import ProviderSettings
 from ..providers import Provider
 
@@ -86,10 +85,9 @@ class Breaker:
 class Router:
     """Provider factories by name and one breaker per provider, shared by a process's sending threads."""
 
-    def __init__(self, *, settings: ProviderSettings, clock: Clock, factory_for: Callable[[str], ProviderFactory],
+    def __init__(self, *, settings: ProviderSettings, factory_for: Callable[[str], ProviderFactory],
                  factories: dict[str, ProviderFactory] | None = None):
         self.settings = settings
-        self.clock = clock
         self._factory_for = factory_for
         self._factories: dict[str, ProviderFactory] = dict(factories or {})
         self._breakers: dict[str, Breaker] = {}
@@ -132,11 +130,13 @@ class ThreadProviders:
         self._instances: dict[str, Provider] = {}
 
     def get(self, name: str) -> Provider:
+        """This thread's instance of provider `name`."""
         if name not in self._instances:
             self._instances[name] = self.router.factory(name)()
         return self._instances[name]
 
     def close(self) -> None:
+        """Close every instance this thread made."""
         for provider in self._instances.values():
             provider.close()
         self._instances.clear()

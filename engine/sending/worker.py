@@ -67,7 +67,7 @@ class Sender:
         self._reader = read_only(engine)
         self.settings = settings
         self.clock = clock
-        self.router = Router(settings=settings.provider, clock=clock,
+        self.router = Router(settings=settings.provider,
                              factory_for=factory_for or (lambda name: build_factory(settings, name=name)),
                              factories={settings.provider.name: provider_factory})
         self.router.prepare(self.router.route(None))

@@ -125,7 +125,7 @@ def test_fallback_must_differ_from_the_provider(project):
 
 def test_routes_a_campaign_provider_to_the_global_fallback_unless_it_is_the_fallback(settings):
     provider = settings.provider.model_copy(update={"name": "smtp", "fallback": "outbox"})
-    router = Router(settings=provider, clock=FixedClock(T0), factory_for=lambda name: None)
+    router = Router(settings=provider, factory_for=lambda name: None)
     assert (router.route(None).primary, router.route(None).fallback) == ("smtp", "outbox")
     assert (router.route("postmark").primary, router.route("postmark").fallback) == ("postmark", "outbox")
     assert (router.route("outbox").primary, router.route("outbox").fallback) == ("outbox", None)
