@@ -139,6 +139,7 @@ class UsageMeter:
         self.clock = clock
         self._buckets: dict[str, RateLimiter] = {}
         self._pending: dict[tuple[str, datetime], int] = {}
+        self._exhausted: dict[str, datetime] = {}  # provider: when its used-up budget frees
         self._flushed = time.monotonic()
         self._tidied: float | None = None
         self._lock = threading.Lock()
@@ -151,9 +152,15 @@ class UsageMeter:
         if not limits.limited:
             self._count(provider, now)
             return None
+        with self._lock:
+            known = self._exhausted.get(provider)
+        if known is not None and now < known:
+            return known  # budgets only free as time passes, so no need to ask the database again yet
         until = reserve(self.engine, provider, limits, now=now)
         if until is not None:
-            log.info("provider %s: its hour/day budget is used up until %s", provider, until.isoformat())
+            with self._lock:
+                self._exhausted[provider] = until
+            log.info("provider %s: its limit is reached; it takes more at %s", provider, until.isoformat())
         self._tidy(now)
         return until
 

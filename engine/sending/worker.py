@@ -314,7 +314,8 @@ class Sender:
                                          f" ({throttle.reason})")
         until = self.meter.take(name)
         if until is not None:
-            return _Hold(until, f"{name}: hourly/daily limit reached, budget frees at {until:%Y-%m-%d %H:%M} UTC")
+            return _Hold(until, f"{name}: its limit ([provider.limits.{name}]) is used up until "
+                                f"{until:%Y-%m-%d %H:%M} UTC")
         return None
 
     def _defer(self, run_id: int, delivery_ids: list[int], hold: _Hold) -> None:

@@ -56,7 +56,7 @@ def test_an_hourly_limit_stops_sending_survives_a_restart_and_resumes_when_the_h
     frees = minute_of(NOW) + timedelta(minutes=60)
     waiting = [r for r in _rows(db, run_id) if r.status == "queued"]
     assert [(r.attempts, r.next_attempt_at) for r in waiting] == [(0, frees)] * 2
-    assert "hourly/daily limit reached" in waiting[0].last_error
+    assert waiting[0].last_error == f"outbox: its limit ([provider.limits.outbox]) is used up until {frees:%Y-%m-%d %H:%M} UTC"
     with Session(db) as s:
         assert s.get(Run, run_id).status == "sending"
         assert s.execute(select(ProviderUsage.minute, ProviderUsage.count)).all() == [(minute_of(NOW), 3)]
