@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .tomlpos import TomlDocument
@@ -87,26 +89,99 @@ class OutboxSettings(_Section):
 
 
 class HttpProviderSettings(_Section):
-    token_env: str = ""
+    """What every HTTP API provider section has: where the API is and how long to wait for it."""
+
     base_url: str = ""
-    timeout: float = Field(30.0, gt=0)
-    domain: str = ""  # mailgun
-    region: str = ""  # ses
-    access_key_env: str = ""  # ses
-    secret_key_env: str = ""  # ses
+    connect_timeout: float = Field(10.0, gt=0)  # seconds to reach the API (nothing sent yet)
+    read_timeout: float = Field(30.0, gt=0)  # seconds to wait for the answer once the request went out
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class PostmarkSettings(HttpProviderSettings):
+    base_url: str = "https://api.postmarkapp.com"
+    token_env: str = "POSTMARK_TOKEN"  # the Server API token
+    message_stream: str = "broadcast"
+
+
+class SendgridSettings(HttpProviderSettings):
+    base_url: str = "https://api.sendgrid.com"
+    token_env: str = "SENDGRID_API_KEY"
+
+
+class MailgunSettings(HttpProviderSettings):
+    base_url: str = "https://api.mailgun.net"  # EU accounts: https://api.eu.mailgun.net
+    token_env: str = "MAILGUN_API_KEY"
+    domain: str = ""  # the sending domain, e.g. mg.example.com
+
+
+class ResendSettings(HttpProviderSettings):
+    base_url: str = "https://api.resend.com"
+    token_env: str = "RESEND_API_KEY"
+
+
+class SesSettings(HttpProviderSettings):
+    base_url: str = ""  # empty: https://email.<region>.amazonaws.com
+    region: str = "eu-west-1"
+    configuration_set: str = ""
+    access_key_env: str = "AWS_ACCESS_KEY_ID"
+    secret_key_env: str = "AWS_SECRET_ACCESS_KEY"
+    session_token_env: str = ""  # e.g. AWS_SESSION_TOKEN for temporary credentials
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", value):
+            raise ValueError(f"not an AWS region name: {value!r} (e.g. eu-west-1)")
+        return value
+
+
+#: The entry-point group of providers (engine.providers.ENTRY_POINT_GROUP), read here to tell a plug-in's section from a typo.
+PLUGIN_GROUP = "valuemail.providers"
 
 
 class ProviderSettings(_Section):
+    """`[provider]`: which provider sends, and one sub-table per provider.
+
+    Sub-tables for names we do not define belong to third-party plug-ins and reach their
+    `from_settings` as plain dicts; a plain key or a table naming no installed provider is an error.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
     name: str = "outbox"
     outbox: OutboxSettings = OutboxSettings()
     smtp: SmtpSettings = SmtpSettings()
-    postmark: HttpProviderSettings = HttpProviderSettings(token_env="POSTMARK_TOKEN", base_url="https://api.postmarkapp.com")
-    sendgrid: HttpProviderSettings = HttpProviderSettings(token_env="SENDGRID_API_KEY", base_url="https://api.sendgrid.com")
-    mailgun: HttpProviderSettings = HttpProviderSettings(token_env="MAILGUN_API_KEY", base_url="https://api.mailgun.net")
-    resend: HttpProviderSettings = HttpProviderSettings(token_env="RESEND_API_KEY", base_url="https://api.resend.com")
-    ses: HttpProviderSettings = HttpProviderSettings(
-        access_key_env="AWS_ACCESS_KEY_ID", secret_key_env="AWS_SECRET_ACCESS_KEY", region="eu-west-1"
-    )
+    postmark: PostmarkSettings = PostmarkSettings()
+    sendgrid: SendgridSettings = SendgridSettings()
+    mailgun: MailgunSettings = MailgunSettings()
+    resend: ResendSettings = ResendSettings()
+    ses: SesSettings = SesSettings()
+
+    @model_validator(mode="after")
+    def _plugin_sections(self) -> "ProviderSettings":
+        extra = self.model_extra or {}
+        if not extra:
+            return self
+        installed = {ep.name for ep in entry_points(group=PLUGIN_GROUP)}
+        for key, value in extra.items():
+            if not isinstance(value, dict):
+                raise ValueError(f"unknown key '{key}'")
+            if key not in installed:
+                raise ValueError(f"unknown section [provider.{key}]: no installed provider is called {key!r} "
+                                 f"(installed: {', '.join(sorted(installed))})")
+        return self
+
+    def section(self, name: str):
+        """The settings section for provider `name`: a typed section, a plug-in's dict, or {}."""
+        if name in type(self).model_fields and name != "name":
+            return getattr(self, name)
+        return dict((self.model_extra or {}).get(name, {}))
 
 
 class SendingSettings(_Section):
