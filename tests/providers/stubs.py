@@ -98,6 +98,10 @@ class Api:
     def answer(self, seen: Seen, behaviour: str) -> Answer:
         raise NotImplementedError
 
+    def metadata(self, seen: Seen) -> dict[str, str]:
+        """Our metadata as the provider will echo it in webhooks."""
+        raise NotImplementedError
+
     def _our_headers(self, given: dict[str, str], where: str) -> list[str]:
         problems = []
         lowered = {k.lower(): v for k, v in given.items()}
@@ -150,6 +154,9 @@ class PostmarkApi(Api):
     def unauthorized(self):
         return Answer.json(401, {"ErrorCode": 10, "Message": "The Server Token you provided in the "
                                  "X-Postmark-Server-Token request header was invalid."})
+
+    def metadata(self, seen):
+        return seen.json()["Metadata"]
 
     def recipient(self, seen):
         to = seen.json().get("To", "")
@@ -217,6 +224,9 @@ class SendgridApi(Api):
     def unauthorized(self):
         return Answer.json(401, {"errors": [{"field": None, "message": "The provided authorization grant is invalid, "
                                              "expired, or revoked"}]})
+
+    def metadata(self, seen):
+        return seen.json()["personalizations"][0]["custom_args"]
 
     def recipient(self, seen):
         return seen.json()["personalizations"][0]["to"][0]["email"]
@@ -293,6 +303,9 @@ class MailgunApi(Api):
     def unauthorized(self):
         return Answer(401, b"Forbidden", {"Content-Type": "text/plain"})
 
+    def metadata(self, seen):
+        return {k[2:]: v for k, v in seen.form() if k.startswith("v:")}
+
     def recipient(self, seen):
         to = dict(seen.form()).get("to", "")
         return re.sub(r".*<(.*)>", r"\1", to)
@@ -348,6 +361,9 @@ class ResendApi(Api):
 
     def unauthorized(self):
         return Answer.json(403, {"statusCode": 403, "message": "API key is invalid", "name": "invalid_api_key"})
+
+    def metadata(self, seen):
+        return {t["name"]: t["value"] for t in seen.json()["tags"]}
 
     def recipient(self, seen):
         to = seen.json().get("to")
@@ -421,6 +437,9 @@ class SesApi(Api):
         return Answer.json(403, {"message": "The request signature we calculated does not match the signature you "
                                             "provided. " + "; ".join(self.signature_problems)},
                            **{"x-amzn-ErrorType": "SignatureDoesNotMatch:http://internal.amazon.com/coral/"})
+
+    def metadata(self, seen):
+        return {t["Name"]: t["Value"] for t in seen.json()["EmailTags"]}
 
     def recipient(self, seen):
         return seen.json()["Destination"]["ToAddresses"][0]
@@ -535,6 +554,7 @@ class Stub:
         self.api = api
         self.seen: list[Seen] = []
         self.problems: list[str] = []
+        self.accepted: list[tuple[Seen, Answer]] = []  # requests answered with success, and the answers
         self.release = threading.Event()
         self.lock = threading.Lock()
         stub = self
@@ -596,7 +616,10 @@ class Stub:
         if behaviour == "drop":
             return Answer(0, drop=True)
         with self.lock:
-            return self.api.answer(seen, behaviour)
+            answer = self.api.answer(seen, behaviour)
+            if 200 <= answer.status < 300:
+                self.accepted.append((seen, answer))
+            return answer
 
     def __enter__(self) -> "Stub":
         self.thread.start()
