@@ -179,8 +179,9 @@ class ProviderSettings(_Section):
 
     def section(self, name: str):
         """The settings section for provider `name`: a typed section, a plug-in's dict, or {}."""
-        if name in type(self).model_fields and name != "name":
-            return getattr(self, name)
+        value = getattr(self, name) if name in type(self).model_fields else None
+        if isinstance(value, BaseModel):
+            return value
         return dict((self.model_extra or {}).get(name, {}))
 
 
