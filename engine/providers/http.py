@@ -216,4 +216,6 @@ def _describe(exc: BaseException) -> str:
     reason = getattr(inner, "reason", None)
     if isinstance(reason, BaseException):
         inner = reason
-    return short(f"{type(inner).__name__}: {inner}")
+    # urllib3 puts the connection object first and the readable text last.
+    text = inner.args[-1] if inner.args and isinstance(inner.args[-1], str) else str(inner)
+    return short(f"{type(inner).__name__}: {text}")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import socket
 import time
 from email import policy
 from email.parser import BytesParser
+from importlib.metadata import version
 
 import pytest
 
@@ -35,7 +37,7 @@ def test_a_message_is_accepted_with_the_providers_id_and_the_exact_request(name)
     assert result.outcome is Outcome.sent and result.error is None
     assert len(stub.seen) == 1
     seen = stub.seen[0]
-    assert seen.headers["user-agent"] == "valuemail/0.1.0"
+    assert seen.headers["user-agent"] == f"valuemail/{version('valuemail')}"
     expected_id = {
         "postmark": lambda: result.provider_message_id == stub.api.last_id,
         "sendgrid": lambda: result.provider_message_id == "sg1AbCdEfGhIjKlMn",
@@ -230,7 +232,30 @@ def test_no_answer_after_the_request_went_out_is_uncertain_and_the_next_send_wor
 
 def test_a_closed_port_is_unavailable_and_nothing_is_sent(name):
     result = provider(name, f"http://127.0.0.1:{free_port()}").send(message())
-    assert result.outcome is Outcome.temporary and result.unavailable and "unreachable" in result.error
+    assert result.outcome is Outcome.temporary and result.unavailable and not result.throttled
+    assert result.error.startswith(f"{name} unreachable: NewConnectionError: ") and "Connection refused" in result.error
+
+
+def test_a_connect_timeout_is_unavailable(name):
+    # A listener whose accept queue is full: the kernel drops further SYNs, so connecting times out.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        queued = []
+        for _ in range(4):
+            client = socket.socket()
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", port))
+            queued.append(client)
+        time.sleep(0.2)
+        started = time.monotonic()
+        result = provider(name, f"http://127.0.0.1:{port}", connect_timeout=0.5).send(message())
+        elapsed = time.monotonic() - started
+        for client in queued:
+            client.close()
+    assert result.outcome is Outcome.temporary and result.unavailable
+    assert "ConnectTimeoutError" in result.error and "connect timeout=0.5" in result.error and elapsed < 3
 
 
 def test_refused_credentials_are_unavailable_and_name_the_variable(name):
