@@ -71,6 +71,10 @@ class ResendProvider(HttpProvider):
         text = short(f"resend HTTP {status}: {self.error_text(response)}")
         if status in (400, 422) and name in INVALID:
             return SendResult.permanent(text, code=status)
+        if status == 403 and name in ("validation_error", "invalid_from_address"):
+            # Our domain is not verified (or a test key may only mail its owner): an account setup
+            # problem, not this recipient's, and not the API key's.
+            return SendResult.temporary(text, code=status, unavailable=True)
         if status == 409 and name == "concurrent_idempotent_requests":
             # The same message is being sent by another request right now: look again shortly.
             return SendResult.temporary(text, code=status, retry_after=self.retry_after(response) or 1.0)

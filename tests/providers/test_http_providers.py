@@ -322,3 +322,15 @@ def test_resend_concurrent_idempotent_request_is_retried_later():
     with Stub(api) as stub:
         result = provider("resend", stub.url).send(message())
     assert result.outcome is Outcome.temporary and result.retry_after == 1.0 and not result.unavailable
+
+
+def test_resend_unverified_domain_is_unavailable_without_blaming_the_key():
+    api = ResendApi(Expect(headers=dict(HEADERS)))
+    api.answer = lambda seen, behaviour: Answer.json(403, {
+        "statusCode": 403, "name": "validation_error",
+        "message": "You can only send testing emails to your own email address (owner@example.com)."})
+    with Stub(api) as stub:
+        result = provider("resend", stub.url).send(message())
+    assert stub.problems == []
+    assert result.outcome is Outcome.temporary and result.unavailable and result.code == 403
+    assert "validation_error: You can only send testing emails" in result.error and "check" not in result.error
