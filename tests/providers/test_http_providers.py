@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import socket
 import time
+from datetime import datetime, timedelta, timezone
 from email import policy
 from email.parser import BytesParser
+from email.utils import format_datetime
 from importlib.metadata import version
 
 import pytest
@@ -334,3 +336,15 @@ def test_resend_unverified_domain_is_unavailable_without_blaming_the_key():
     assert stub.problems == []
     assert result.outcome is Outcome.temporary and result.unavailable and result.code == 403
     assert "validation_error: You can only send testing emails" in result.error and "check" not in result.error
+
+
+def test_retry_after_as_an_http_date_is_read_against_the_providers_clock():
+    api = PostmarkApi(Expect(headers=dict(HEADERS)))
+    # The stub's Date header is its own clock; the HTTP-date is 90 s after it.
+    api.answer = lambda seen, behaviour: Answer.json(
+        429, {"ErrorCode": 429, "Message": "Rate limit exceeded."},
+        **{"Retry-After": format_datetime(datetime.now(timezone.utc) + timedelta(seconds=90), usegmt=True)})
+    with Stub(api) as stub:
+        result = provider("postmark", stub.url).send(message())
+    assert stub.problems == []
+    assert result.outcome is Outcome.temporary and result.throttled and 88 <= result.retry_after <= 91
