@@ -141,7 +141,7 @@ class SesSettings(HttpProviderSettings):
         return value
 
 
-#: The entry-point group of providers (engine.providers.ENTRY_POINT_GROUP), read here to tell a plug-in's section from a typo.
+#: The providers' entry-point group (as engine.providers.ENTRY_POINT_GROUP): tells plug-in sections from typos.
 PLUGIN_GROUP = "valuemail.providers"
 
 

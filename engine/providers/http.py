@@ -20,6 +20,7 @@ from .base import OutgoingMessage, SendResult
 #: Longest error text we keep: the ledger shows it to a marketer, not a debugger.
 MAX_ERROR = 300
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
+_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,11 @@ def mailbox(name: str, address: str) -> str:
     if _SPECIALS.search(name):
         name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return f"{name} <{address}>"
+
+
+def tag_value(value: str) -> str:
+    """A tag name or value Resend and SES accept: ASCII letters, digits, `_` and `-`, 1 to 256 of them."""
+    return _TAG_UNSAFE.sub("_", value)[:256] or "_"
 
 
 def required_env(env: Mapping[str, str], var: str, *, provider: str, what: str) -> str:
@@ -137,9 +143,11 @@ class HttpProvider:
     # --- the shared part --------------------------------------------------------------------------
 
     def url(self, path: str) -> str:
+        """The API endpoint at `path` under the configured base URL."""
         return self.options.base_url.rstrip("/") + path
 
     def session(self) -> requests.Session:
+        """This instance's Session (and keep-alive connection), opened on first use."""
         if self._session is None:
             session = requests.Session()
             session.headers["User-Agent"] = user_agent()
@@ -183,8 +191,8 @@ class HttpProvider:
         if status == 429:
             return SendResult.temporary(text, code=status, retry_after=self.retry_after(response), throttled=True)
         if status in (401, 403):
-            return SendResult.temporary(short(f"{self.name} refused our credentials (HTTP {status}): "
-                                              f"{self.error_text(response)}; check {self.credentials}"),
+            return SendResult.temporary(short(f"{self.name} refused our credentials (HTTP {status}), check "
+                                              f"{self.credentials}: {self.error_text(response)}"),
                                         code=status, unavailable=True)
         if status >= 500 or status in (404, 408) or 300 <= status < 400:
             # The provider is down, or our base_url/account setup is wrong: not this recipient's fault.

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import re
-
 import requests
 
 from ..config import ResendSettings
 from .base import OutgoingMessage, ProviderContext, SendResult
-from .http import HttpOptions, HttpProvider, body_json, mailbox, required_env, short
+from .http import HttpOptions, HttpProvider, body_json, mailbox, required_env, short, tag_value
 
-_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 #: Error names (422 and 400) that say this request cannot be sent as it is.
 INVALID = {"validation_error", "missing_required_field", "invalid_parameter", "invalid_attachment",
            "invalid_idempotency_key", "invalid_idempotent_request"}
-
-
-def tag_value(value: str) -> str:
-    """A tag name or value Resend accepts: ASCII letters, digits, underscores and dashes, at most 256."""
-    return _TAG_UNSAFE.sub("_", value)[:256]
 
 
 class ResendProvider(HttpProvider):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 
 import requests
 from botocore.auth import SigV4Auth
@@ -13,9 +12,8 @@ from botocore.credentials import Credentials
 
 from ..config import SesSettings
 from .base import OutgoingMessage, ProviderContext, SendResult
-from .http import HttpOptions, HttpProvider, body_json, required_env, short
+from .http import HttpOptions, HttpProvider, body_json, required_env, short, tag_value
 
-_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 #: Throttling: the account's sending rate or an API quota.
 THROTTLED = {"TooManyRequestsException", "LimitExceededException", "ThrottlingException"}
 #: Our account or setup cannot send at all right now: another provider may take the message.
@@ -23,11 +21,6 @@ ACCOUNT = {"AccountSuspendedException", "SendingPausedException", "MailFromDomai
            "NotFoundException"}
 #: This message (its recipient or content) is refused: sending it again fails the same way.
 REJECTED = {"MessageRejected", "BadRequestException"}
-
-
-def tag_value(value: str) -> str:
-    """An EmailTags name or value SES accepts: ASCII letters, digits, underscores and dashes, at most 256."""
-    return _TAG_UNSAFE.sub("_", value)[:256] or "_"
 
 
 class SesProvider(HttpProvider):
@@ -110,6 +103,7 @@ class SesProvider(HttpProvider):
 
     @staticmethod
     def error_message(response: requests.Response) -> str:
+        """The human part of an SES error body."""
         body = body_json(response)
         return str(body.get("message") or body.get("Message") or response.text or response.reason or "")
 
