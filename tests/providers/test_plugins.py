@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +26,9 @@ PLUGIN = ROOT / "tests" / "fixtures" / "provider_plugin"
 def plugin_dir(tmp_path_factory) -> Path:
     """The plug-in package installed with pip into a directory of its own (not into our venv)."""
     target = tmp_path_factory.mktemp("plugin")
-    build = tmp_path_factory.mktemp("plugin-src")
     # pip builds in the source tree; build from a copy so the repository stays clean.
-    subprocess.run(["cp", "-r", str(PLUGIN) + "/.", str(build)], check=True)
+    build = tmp_path_factory.mktemp("plugin-src") / "provider_plugin"
+    shutil.copytree(PLUGIN, build)
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     "--no-index", "--target", str(target), str(build)], check=True, capture_output=True)
     return target
