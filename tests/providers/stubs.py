@@ -550,8 +550,9 @@ def verify_sigv4(seen: Seen, *, access_key: str, secret: str, region: str, servi
 class Stub:
     """A threaded HTTP/1.1 server on 127.0.0.1 playing `api`; use as a context manager."""
 
-    def __init__(self, api: Api):
+    def __init__(self, api: Api, *, close_after_answer: bool = False):
         self.api = api
+        self.close_after_answer = close_after_answer
         self.seen: list[Seen] = []
         self.problems: list[str] = []
         self.accepted: list[tuple[Seen, Answer]] = []  # requests answered with success, and the answers
@@ -587,6 +588,9 @@ class Stub:
                 self.send_header("Content-Length", str(len(answer.body)))
                 self.end_headers()
                 self.wfile.write(answer.body)
+                if stub.close_after_answer:
+                    # Like a provider closing an idle keep-alive connection (without saying so).
+                    self.close_connection = True
 
             do_GET = do_PUT = do_POST
 

@@ -282,6 +282,17 @@ def test_one_keep_alive_connection_per_instance_until_close(name):
     assert len(set(ports[:3])) == 1 and ports[3] != ports[0]
 
 
+def test_a_keep_alive_connection_the_provider_closed_is_not_mistaken_for_a_lost_answer(name):
+    with Stub(APIS[name](Expect(headers=dict(HEADERS))), close_after_answer=True) as stub:
+        p = provider(name, stub.url)
+        results = []
+        for i in range(3):
+            results.append(p.send(message(f"u{i}@example.net", delivery=200 + i)))
+            time.sleep(0.1)  # the server's close reaches us before the next send
+    assert [r.outcome for r in results] == [Outcome.sent] * 3
+    assert len({s.client_port for s in stub.seen}) == 3
+
+
 def test_a_missing_secret_is_a_clear_error_when_the_factory_is_built(name, tmp_path):
     config = tmp_path / "config.toml"
     extra = '\n[provider.mailgun]\ndomain = "mg.example.com"' if name == "mailgun" else ""
