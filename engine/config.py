@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import ConfigError
 from .tomlpos import TomlDocument
@@ -87,13 +89,60 @@ class OutboxSettings(_Section):
 
 
 class HttpProviderSettings(_Section):
-    token_env: str = ""
+    """What every HTTP API provider section has: where the API is and how long to wait for it."""
+
     base_url: str = ""
-    timeout: float = Field(30.0, gt=0)
-    domain: str = ""  # mailgun
-    region: str = ""  # ses
-    access_key_env: str = ""  # ses
-    secret_key_env: str = ""  # ses
+    connect_timeout: float = Field(10.0, gt=0)  # seconds to reach the API (nothing sent yet)
+    read_timeout: float = Field(30.0, gt=0)  # seconds to wait for the answer once the request went out
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class PostmarkSettings(HttpProviderSettings):
+    base_url: str = "https://api.postmarkapp.com"
+    token_env: str = "POSTMARK_TOKEN"  # the Server API token
+    message_stream: str = "broadcast"
+
+
+class SendgridSettings(HttpProviderSettings):
+    base_url: str = "https://api.sendgrid.com"
+    token_env: str = "SENDGRID_API_KEY"
+
+
+class MailgunSettings(HttpProviderSettings):
+    base_url: str = "https://api.mailgun.net"  # EU accounts: https://api.eu.mailgun.net
+    token_env: str = "MAILGUN_API_KEY"
+    domain: str = ""  # the sending domain, e.g. mg.example.com
+
+
+class ResendSettings(HttpProviderSettings):
+    base_url: str = "https://api.resend.com"
+    token_env: str = "RESEND_API_KEY"
+
+
+class SesSettings(HttpProviderSettings):
+    base_url: str = ""  # empty: https://email.<region>.amazonaws.com
+    region: str = "eu-west-1"
+    configuration_set: str = ""
+    access_key_env: str = "AWS_ACCESS_KEY_ID"
+    secret_key_env: str = "AWS_SECRET_ACCESS_KEY"
+    session_token_env: str = ""  # e.g. AWS_SESSION_TOKEN for temporary credentials
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", value):
+            raise ValueError(f"not an AWS region name: {value!r} (e.g. eu-west-1)")
+        return value
+
+
+#: The providers' entry-point group (as engine.providers.ENTRY_POINT_GROUP): tells plug-in sections from typos.
+PLUGIN_GROUP = "valuemail.providers"
 
 
 class ProviderLimits(_Section):
@@ -110,6 +159,14 @@ class ProviderLimits(_Section):
 
 
 class ProviderSettings(_Section):
+    """`[provider]`: which provider sends, and one sub-table per provider.
+
+    Sub-tables for names we do not define belong to third-party plug-ins and reach their
+    `from_settings` as plain dicts; a plain key or a table naming no installed provider is an error.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
     name: str = "outbox"
     fallback: str = ""  # takes a message when the provider is down; empty: no failover
     failover_after: int = Field(3, ge=1)  # consecutive "unavailable" results before the provider is skipped
@@ -117,13 +174,32 @@ class ProviderSettings(_Section):
     limits: dict[str, ProviderLimits] = {}
     outbox: OutboxSettings = OutboxSettings()
     smtp: SmtpSettings = SmtpSettings()
-    postmark: HttpProviderSettings = HttpProviderSettings(token_env="POSTMARK_TOKEN", base_url="https://api.postmarkapp.com")
-    sendgrid: HttpProviderSettings = HttpProviderSettings(token_env="SENDGRID_API_KEY", base_url="https://api.sendgrid.com")
-    mailgun: HttpProviderSettings = HttpProviderSettings(token_env="MAILGUN_API_KEY", base_url="https://api.mailgun.net")
-    resend: HttpProviderSettings = HttpProviderSettings(token_env="RESEND_API_KEY", base_url="https://api.resend.com")
-    ses: HttpProviderSettings = HttpProviderSettings(
-        access_key_env="AWS_ACCESS_KEY_ID", secret_key_env="AWS_SECRET_ACCESS_KEY", region="eu-west-1"
-    )
+    postmark: PostmarkSettings = PostmarkSettings()
+    sendgrid: SendgridSettings = SendgridSettings()
+    mailgun: MailgunSettings = MailgunSettings()
+    resend: ResendSettings = ResendSettings()
+    ses: SesSettings = SesSettings()
+
+    @model_validator(mode="after")
+    def _plugin_sections(self) -> "ProviderSettings":
+        extra = self.model_extra or {}
+        if not extra:
+            return self
+        installed = {ep.name for ep in entry_points(group=PLUGIN_GROUP)}
+        for key, value in extra.items():
+            if not isinstance(value, dict):
+                raise ValueError(f"unknown key '{key}'")
+            if key not in installed:
+                raise ValueError(f"unknown section [provider.{key}]: no installed provider is called {key!r} "
+                                 f"(installed: {', '.join(sorted(installed))})")
+        return self
+
+    def section(self, name: str):
+        """The settings section for provider `name`: a typed section, a plug-in's dict, or {}."""
+        value = getattr(self, name) if name in type(self).model_fields else None
+        if isinstance(value, BaseModel):
+            return value
+        return dict((self.model_extra or {}).get(name, {}))
 
     @field_validator("fallback")
     @classmethod

@@ -26,7 +26,8 @@ def provider_factory(settings: Settings, *, name: str | None = None,
     if name not in found:
         raise ProviderError(f"unknown provider {name!r} (installed: {', '.join(sorted(found)) or 'none'})")
     cls = found[name].load()
-    section = getattr(settings.provider, name, None)
+    # Our own providers get their typed section; a plug-in gets its [provider.<name>] table as a dict.
+    section = settings.provider.section(name)
     context = ProviderContext(var_dir=str(settings.var_dir), env=dict(os.environ if env is None else env))
 
     def make() -> Provider:

@@ -1,0 +1,78 @@
+"""The `postmark` provider: Postmark's Email API (POST /email)."""
+
+from __future__ import annotations
+
+import requests
+
+from ..config import PostmarkSettings
+from .base import OutgoingMessage, ProviderContext, SendResult
+from .http import HttpOptions, HttpProvider, body_json, mailbox, required_env, short
+
+#: 422 ErrorCodes about this recipient: 300 invalid email request, 406 inactive recipient (bounced,
+#: complained or suppressed at Postmark).
+RECIPIENT_CODES = {300, 406}
+#: 422 ErrorCodes about our account, not the message: sender signature missing or unconfirmed, not
+#: allowed to send (no credits), account pending, account may not send. Another provider may take it.
+ACCOUNT_CODES = {400, 401, 405, 412, 413}
+
+
+class PostmarkProvider(HttpProvider):
+    """Sends through Postmark with the Server API token; Postmark's tracking off (we track ourselves)."""
+
+    name = "postmark"
+
+    def __init__(self, options: HttpOptions, *, token: str, token_env: str = "POSTMARK_TOKEN",
+                 message_stream: str = "broadcast", **kwargs):
+        super().__init__(options, **kwargs)
+        self.token = token
+        self.credentials = token_env
+        self.message_stream = message_stream
+
+    @classmethod
+    def from_settings(cls, settings: PostmarkSettings, *, context: ProviderContext) -> "PostmarkProvider":
+        """Build from `[provider.postmark]`; the token comes from the environment variable it names."""
+        token = required_env(context.env, settings.token_env, provider=cls.name, what="Postmark Server API token")
+        return cls(HttpOptions(settings.base_url, settings.connect_timeout, settings.read_timeout), token=token,
+                   token_env=settings.token_env, message_stream=settings.message_stream)
+
+    def build_request(self, message: OutgoingMessage) -> requests.Request:
+        payload: dict = {
+            "From": mailbox(message.from_name, message.from_email or message.envelope_from),
+            "To": mailbox(message.to_name, message.recipient),
+            "Subject": message.subject,
+            "Headers": [{"Name": name, "Value": value} for name, value in message.headers],
+            "Metadata": dict(message.metadata),
+            "MessageStream": self.message_stream,
+            "TrackOpens": False,
+            "TrackLinks": "None",
+        }
+        if message.html:
+            payload["HtmlBody"] = message.html
+        if message.text:
+            payload["TextBody"] = message.text
+        if message.reply_to:
+            payload["ReplyTo"] = message.reply_to
+        if message.tag:
+            payload["Tag"] = message.tag
+        return requests.Request("POST", self.url("/email"), json=payload, headers={
+            "Accept": "application/json", "Content-Type": "application/json", "X-Postmark-Server-Token": self.token})
+
+    def interpret(self, response: requests.Response) -> SendResult | None:
+        body = body_json(response)
+        code = body.get("ErrorCode")
+        if response.status_code == 200 and code == 0 and body.get("MessageID"):
+            return SendResult.ok(str(body["MessageID"]))
+        if response.status_code != 422 or not isinstance(code, int):
+            return None
+        text = short(f"postmark ErrorCode {code}: {body.get('Message', '')}")
+        if code in ACCOUNT_CODES:
+            return SendResult.temporary(text, code=422, unavailable=True)
+        # 300, 406 (this recipient) and the request-format codes (402 invalid JSON, 403 incompatible
+        # JSON, 409, 410, 411...): sending the same message again cannot succeed.
+        return SendResult.permanent(text, code=422)
+
+    def error_text(self, response: requests.Response) -> str:
+        body = body_json(response)
+        if "ErrorCode" in body:
+            return f"ErrorCode {body['ErrorCode']}: {body.get('Message', '')}"
+        return response.text or response.reason or ""
