@@ -79,7 +79,7 @@ def receive(provider: str):
             session.add(WebhookLog(provider=provider, received_at=now, status=status, detail=detail[:500],
                                    remote=remote))
     except WebhookNotConfigured as exc:
-        log.error("%s webhook refused: %s", provider, exc.reason)
+        log.error("%s webhook is not configured, refusing every request: %s", provider, exc.reason)
         return _refuse(ctx.engine, provider, remote, now, f"not configured: {exc.reason}", exc.status)
     except WebhookRefused as exc:
         return _refuse(ctx.engine, provider, remote, now, exc.reason, exc.status)
