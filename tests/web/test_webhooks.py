@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 from datetime import timedelta
+from email import policy
+from email.parser import BytesParser
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -13,11 +15,15 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from sqlalchemy import select
 from sqlmodel import Session
 
+from click.testing import CliRunner
+
+from engine.cli import main
 from engine.db import session_scope
 from engine.models import Contact, Delivery, DeliveryEvent, Suppression, WebhookLog, WebhookNonce
 from engine.web import create_app
 from engine.web.webhooks import MAX_BODY, configure
 from tests.conftest import write_settings
+from tests.support.data import add_contacts
 from tests.webhooks.signing import (CERT_URL, MAILGUN_KEY, POSTMARK_PASSWORD, POSTMARK_USER, RESEND_SECRET, TOPIC,
                                     FakeHttp, SendgridSigner, SnsSigner, basic_auth, mailgun_body, mailgun_event,
                                     mailgun_failed, postmark_bounce, postmark_spam_complaint, resend_event,
@@ -367,3 +373,32 @@ def test_fuzzed_bodies_never_fail_the_server(client, db, sns_key, sendgrid_signe
         assert response.is_json
 
     check()
+
+
+def test_after_a_hard_bounce_the_next_send_skips_the_address(project, settings, db, client):
+    """A real send through the outbox, a Postmark bounce for one recipient, then the campaign again."""
+    (project / "campaigns" / "segments.toml").write_text("[gold]\nattributes = { tier = \"gold\" }\n\n[everyone]\n")
+    for other in (project / "campaigns").glob("*.toml"):
+        if other.name not in ("spring-sale.toml", "segments.toml"):
+            other.unlink()
+    add_contacts(db, 3)
+    outbox = settings.var_dir / "outbox"
+
+    def send(*args):
+        result = CliRunner().invoke(main, ["--config", settings.source, "send", "spring-sale", *args],
+                                    env={"VALUEMAIL_SECRET_KEY": "test-secret-key"}, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+
+    def recipients() -> list[str]:
+        return sorted(BytesParser(policy=policy.default).parsebytes(p.read_bytes())["To"].addresses[0].addr_spec
+                      for p in outbox.glob("*.eml"))
+
+    send()
+    assert recipients() == ["user0@example.com", "user1@example.com", "user2@example.com"]
+    with Session(db) as s:
+        sent = s.execute(select(Delivery).where(Delivery.email == "user1@example.com")).scalars().one()
+    body = json.dumps(postmark_bounce("user1@example.com", delivery_id=sent.id, run_id=sent.run_id)).encode()
+    assert post(client, "postmark", body, basic_auth()).json["applied"] == 1
+    send("--again")
+    assert recipients() == ["user0@example.com", "user0@example.com", "user1@example.com", "user2@example.com",
+                            "user2@example.com"]
