@@ -44,7 +44,7 @@ def _exempt_from_csrf(state) -> None:
 
 def configure(app: Flask, *, http_get=None, env=None) -> None:
     """Give the app's webhooks their I/O: the HTTP getter for SNS (certificates, confirmations) and the environment."""
-    app.extensions[_EXTENSION] = WebhookDeps(http_get=http_get or _http_get,
+    app.extensions[_EXTENSION] = WebhookDeps(http_get=http_get or fetch,
                                              env=os.environ if env is None else env)
 
 
@@ -109,10 +109,12 @@ def _deps() -> WebhookDeps:
     return deps
 
 
-def _http_get(url: str) -> bytes:
+def fetch(url: str) -> bytes:
     """GET `url` (already checked to be an SNS URL) with a timeout and a size cap."""
     with requests.get(url, timeout=FETCH_TIMEOUT, stream=True, allow_redirects=False) as response:
-        response.raise_for_status()
+        # Not raise_for_status: a redirect could lead off the SNS hosts, so only a 200 counts.
+        if response.status_code != 200:
+            raise OSError(f"{url} answered HTTP {response.status_code}")
         body = response.raw.read(MAX_FETCH + 1, decode_content=True)
     if len(body) > MAX_FETCH:
         raise OSError(f"{url} answered more than {MAX_FETCH} bytes")

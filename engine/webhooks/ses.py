@@ -91,13 +91,13 @@ class SesVerifier:
         message = require_object(load_json(request.body), "the SNS message")
         kind = text(message.get("Type"))
         if kind not in SIGNED_KEYS:
-            raise WebhookMalformed(f"unknown SNS message Type {kind!r}")
+            raise WebhookMalformed(f"unknown SNS message Type {kind[:40]!r}")
         header_type = request.header("x-amz-sns-message-type")
         if header_type and header_type != kind:
-            raise WebhookRefused(f"x-amz-sns-message-type {header_type!r} does not match the message Type {kind!r}")
+            raise WebhookRefused(f"x-amz-sns-message-type {header_type[:40]!r} does not match the message Type {kind!r}")
         topic = text(message.get("TopicArn"))
         if topic not in self.topics:
-            raise WebhookRefused(f"topic {topic!r} is not in [webhooks.ses] topics")
+            raise WebhookRefused(f"topic {topic[:200]!r} is not in [webhooks.ses] topics")
         self._verify(message, kind, request.now)
         if kind == "SubscriptionConfirmation":
             url = text(message.get("SubscribeURL"))
@@ -120,7 +120,7 @@ class SesVerifier:
     def _verify(self, message: dict, kind: str, now: datetime) -> None:
         version = text(message.get("SignatureVersion"))
         if version not in HASHES:
-            raise WebhookRefused(f"unsupported SignatureVersion {version!r}")
+            raise WebhookRefused(f"unsupported SignatureVersion {version[:10]!r}")
         url = text(message.get("SigningCertURL"))
         check_sns_url(url, what="SigningCertURL", path=CERT_PATH)
         try:
@@ -180,7 +180,7 @@ def ses_events(body: dict, *, sns_id: str) -> Parsed:
         bounce = require_object(body.get("bounce"), "bounce")
         bounce_type = text(bounce.get("bounceType"))
         if bounce_type not in BOUNCE_KINDS:
-            raise WebhookMalformed(f"unknown bounceType {bounce_type!r}")
+            raise WebhookMalformed(f"unknown bounceType {bounce_type[:40]!r}")
         at = parse_time(bounce.get("timestamp"))
         feedback = text(bounce.get("feedbackId")) or sns_id
         for recipient in _list(bounce.get("bouncedRecipients"), "bouncedRecipients"):
@@ -202,8 +202,10 @@ def ses_events(body: dict, *, sns_id: str) -> Parsed:
     elif kind == "Delivery":
         delivery = require_object(body.get("delivery"), "delivery")
         at = parse_time(delivery.get("timestamp"))
-        for address in delivery.get("recipients") or []:
-            address = text(address)
+        recipients = delivery.get("recipients")
+        if not isinstance(recipients, list):
+            raise WebhookMalformed("delivery.recipients must be a list")
+        for address in map(text, recipients):
             events.append(WebhookEvent(key=f"delivery:{sns_id}:{address.lower()}", type=EventType.delivered,
                                        recipient=address, occurred_at=at,
                                        diagnostic=text(delivery.get("smtpResponse")), **common))

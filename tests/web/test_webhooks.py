@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from datetime import timedelta
 from email import policy
 from email.parser import BytesParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -21,7 +23,7 @@ from engine.cli import main
 from engine.db import session_scope
 from engine.models import Contact, Delivery, DeliveryEvent, Suppression, WebhookLog, WebhookNonce
 from engine.web import create_app
-from engine.web.webhooks import MAX_BODY, configure
+from engine.web.webhooks import MAX_BODY, configure, fetch
 from tests.conftest import write_settings
 from tests.support.data import add_contacts
 from tests.webhooks.signing import (CERT_URL, MAILGUN_KEY, POSTMARK_PASSWORD, POSTMARK_USER, RESEND_SECRET, TOPIC,
@@ -111,7 +113,8 @@ def sign(sns_key, sendgrid_signer):
         if provider == "postmark":
             record = postmark_spam_complaint(recipient, **ids) if kind == "complaint" else \
                 postmark_bounce(recipient, type_="SoftBounce" if soft else "HardBounce", **ids)
-            record["Details"] = "smtp; 550 5.1.1 user unknown" if kind != "complaint" else record["Details"]
+            if kind != "complaint":
+                record["Details"] = "smtp; 550 5.1.1 user unknown"
             return json.dumps(record).encode(), basic_auth()
         event = resend_event("email.complained" if kind == "complaint" else "email.bounced", recipient,
                              bounce_type="Transient" if soft else "Permanent", **ids)
@@ -402,3 +405,47 @@ def test_after_a_hard_bounce_the_next_send_skips_the_address(project, settings, 
     send("--again")
     assert recipients() == ["user0@example.com", "user0@example.com", "user1@example.com", "user2@example.com",
                             "user2@example.com"]
+
+
+@pytest.fixture
+def loopback():
+    """A local HTTP server: /cert.pem (a PEM), /big (too large), /moved (a redirect), anything else 404."""
+    pem = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/cert.pem":
+                self._answer(200, pem)
+            elif self.path == "/big":
+                self._answer(200, b"x" * (70 * 1024))
+            elif self.path == "/moved":
+                self.send_response(302)
+                self.send_header("Location", "/cert.pem")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            else:
+                self._answer(404, b"no")
+
+        def _answer(self, status, body):
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", pem
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_default_fetcher_takes_only_a_small_200_answer(loopback):
+    base, pem = loopback
+    assert fetch(f"{base}/cert.pem") == pem
+    for path, message in (("/big", "more than"), ("/moved", "HTTP 302"), ("/missing", "HTTP 404")):
+        with pytest.raises(OSError, match=message):
+            fetch(f"{base}{path}")

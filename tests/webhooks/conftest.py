@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -65,5 +64,3 @@ def verify(hook_settings, env, http):
 
     return run
 
-
-LATER = T0 + timedelta(minutes=1)
