@@ -82,11 +82,14 @@ def receive(provider: str):
         log.error("%s webhook is not configured, refusing every request: %s", provider, exc.reason)
         return _refuse(ctx.engine, provider, remote, now, f"not configured: {exc.reason}", exc.status)
     except WebhookRefused as exc:
-        return _refuse(ctx.engine, provider, remote, now, exc.reason, exc.status)
+        response, code = _refuse(ctx.engine, provider, remote, now, exc.reason, exc.status)
+        if exc.challenge:
+            response.headers["WWW-Authenticate"] = exc.challenge
+        return response, code
     except WebhookMalformed as exc:
         return _refuse(ctx.engine, provider, remote, now, f"malformed: {exc}", 400)
     except WebhookUpstreamError as exc:
-        log.warning("%s webhook: %s", provider, exc)
+        # Not the sender's fault: 502 makes SNS retry once the certificate or confirmation URL answers.
         return _refuse(ctx.engine, provider, remote, now, str(exc), 502)
     return jsonify(status=status, events=len(parsed.events), applied=applied.applied,
                    duplicates=applied.duplicates, unmatched=applied.unmatched, ignored=parsed.ignored), 200

@@ -39,10 +39,11 @@ class BounceKind(str, enum.Enum):
 class WebhookRefused(ValuemailError):
     """The request is not verifiably from the provider (or is a replay): nothing of it is used."""
 
-    def __init__(self, reason: str, *, status: int = 403):
+    def __init__(self, reason: str, *, status: int = 403, challenge: str = ""):
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.challenge = challenge  # the WWW-Authenticate value of a 401, when the scheme has one
 
 
 class WebhookNotConfigured(WebhookRefused):

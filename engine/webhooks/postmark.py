@@ -15,6 +15,7 @@ from ..config import WebhookSettings
 from .base import (DELIVERY_KEY, RUN_KEY, BounceKind, EventType, Parsed, WebhookDeps, WebhookEvent,
                    WebhookNotConfigured, WebhookRefused, WebhookRequest, load_json, parse_time, require_object, text)
 
+CHALLENGE = 'Basic realm="valuemail webhooks", charset="UTF-8"'
 #: Postmark bounce types that mean the address cannot receive mail.
 HARD = frozenset({"HardBounce", "BadEmailAddress", "ManuallyDeactivated"})
 #: ... that mean a temporary failure at the receiving side.
@@ -35,13 +36,13 @@ class PostmarkVerifier:
         """Check the credentials, then return the record's event."""
         scheme, _, encoded = request.header("authorization").partition(" ")
         if scheme.lower() != "basic" or not encoded:
-            raise WebhookRefused("no basic-auth credentials", status=401)
+            raise WebhookRefused("no basic-auth credentials", status=401, challenge=CHALLENGE)
         try:
             given = base64.b64decode(encoded.strip(), validate=True)
         except (binascii.Error, ValueError):
-            raise WebhookRefused("the basic-auth credentials are not base64", status=401) from None
+            raise WebhookRefused("the basic-auth credentials are not base64", status=401, challenge=CHALLENGE) from None
         if not hmac.compare_digest(given, self.expected):
-            raise WebhookRefused("wrong basic-auth credentials", status=401)
+            raise WebhookRefused("wrong basic-auth credentials", status=401, challenge=CHALLENGE)
         record = require_object(load_json(request.body), "the body")
         event = _event(record)
         return Parsed(events=(event,) if event else (), ignored=0 if event else 1)

@@ -65,7 +65,8 @@ def _event(body: dict, msg_id: str) -> WebhookEvent | None:
     if kind == "email.bounced":
         bounce = data.get("bounce") if isinstance(data.get("bounce"), dict) else {}
         bounce_type = text(bounce.get("type"))
-        return WebhookEvent(type=EventType.bounced, kind=BounceKind.hard if bounce_type == "Permanent" else BounceKind.soft,
+        severity = BounceKind.hard if bounce_type == "Permanent" else BounceKind.soft
+        return WebhookEvent(type=EventType.bounced, kind=severity,
                             code=" ".join(filter(None, (bounce_type, text(bounce.get("subType"))))),
                             diagnostic=text(bounce.get("message")), **common)
     return None

@@ -94,7 +94,7 @@ class SesVerifier:
             raise WebhookMalformed(f"unknown SNS message Type {kind[:40]!r}")
         header_type = request.header("x-amz-sns-message-type")
         if header_type and header_type != kind:
-            raise WebhookRefused(f"x-amz-sns-message-type {header_type[:40]!r} does not match the message Type {kind!r}")
+            raise WebhookRefused(f"x-amz-sns-message-type {header_type[:40]!r} does not match Type {kind!r}")
         topic = text(message.get("TopicArn"))
         if topic not in self.topics:
             raise WebhookRefused(f"topic {topic[:200]!r} is not in [webhooks.ses] topics")

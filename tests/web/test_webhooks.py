@@ -207,6 +207,8 @@ def test_a_tampered_request_is_refused_logged_and_changes_nothing(client, db, si
     with caplog.at_level(logging.WARNING, logger="engine.web.webhooks"):
         response = post(client, provider, body, headers)
     assert response.status_code == (401 if provider == "postmark" else 403)
+    if provider == "postmark":
+        assert response.headers["WWW-Authenticate"].startswith('Basic realm="valuemail webhooks"')
     assert state(db) == before
     [(name, status, detail)] = logs(db)
     assert (name, status) == (provider, "refused")
@@ -253,6 +255,19 @@ def test_subscription_confirmation_gets_the_url_once_and_only_when_valid(client,
     assert response.status_code == 200
     assert http.calls.count(message["SubscribeURL"]) == 1
     assert logs(db)[-1][:2] == ("ses", "accepted") and "confirmed" in logs(db)[-1][2]
+
+
+def test_sns_certificate_or_confirmation_failures_are_502_so_sns_retries(client, db, http, sns_key, mail):
+    sns = SnsSigner(sns_key)
+    message = sns.subscription()  # its SubscribeURL is not served by the fake getter
+    response = post(client, "ses", json.dumps(message).encode(), sns_headers(message))
+    assert response.status_code == 502 and "confirming the subscription" in response.json["error"]
+    http.pages.clear()  # the certificate cannot be fetched either (it was cached, so use a new URL)
+    other = SnsSigner(sns_key, cert_url=CERT_URL.replace(".pem", "-2.pem"))
+    message = other.notification(ses_bounce("alice@example.com", delivery_id=mail["alice"]))
+    response = post(client, "ses", json.dumps(message).encode(), sns_headers(message))
+    assert response.status_code == 502 and "signing certificate" in response.json["error"]
+    assert [s for _, s, _ in logs(db)] == ["refused", "refused"] and state(db)["suppressions"] == []
 
 
 @pytest.mark.parametrize("topic, url", [
