@@ -166,6 +166,11 @@ def _suppression_reason(session: Session, event: WebhookEvent, delivery: Deliver
         return None
     if event.kind is BounceKind.hard:
         return SuppressionReason.hard_bounce
+    if is_postgres(session):
+        # Two soft bounces of one address arriving at once must not each count the other out:
+        # the second waits here until the first commits (SQLite serialises writers anyway).
+        lock_key = func.hashtext("valuemail.bounces:" + email_key(delivery.email))
+        session.execute(select(func.pg_advisory_xact_lock(lock_key)))
     since = now - timedelta(days=settings.soft_bounce_days)
     if soft_bounces(session, delivery.email, since=since) >= settings.soft_bounce_limit:
         return SuppressionReason.soft_bounce

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -179,3 +181,24 @@ def test_an_event_in_the_future_is_recorded_as_now(db, clock, mail):
     apply(db, clock, [bounce("alice@example.com", "f", kind=BounceKind.soft, delivery_id=mail["alice1"],
                              at=NOW + timedelta(days=400))])
     assert timeline(db, mail["alice1"])[0][1] == NOW
+
+
+def test_concurrent_soft_bounces_still_reach_the_limit(db, clock, mail):
+    """The third soft bounce arrives while the second's transaction is still open: it waits, then counts both."""
+    apply(db, clock, [bounce("alice@example.com", "s1", kind=BounceKind.soft, delivery_id=mail["alice1"])])
+    first = Session(db)
+    try:
+        apply_events(first, [bounce("alice@example.com", "s2", kind=BounceKind.soft, delivery_id=mail["alice1"])],
+                     provider="sendgrid", settings=WebhookSettings(), clock=clock)
+        done = threading.Event()
+        worker = threading.Thread(target=lambda: (apply(db, clock, [bounce(
+            "alice@example.com", "s3", kind=BounceKind.soft, delivery_id=mail["alice2"])]), done.set()))
+        worker.start()
+        time.sleep(0.5)
+        assert not done.is_set()  # waiting for the open transaction, not counting without it
+        first.commit()
+        worker.join(timeout=30)
+        assert done.is_set()
+    finally:
+        first.close()
+    assert suppressions(db)["alice@example.com"][0] == "soft_bounce"
