@@ -254,8 +254,38 @@ class DkimSettings(_Section):
     """`[dkim]`: signing of SMTP mail (filled in by the DKIM work)."""
 
 
+class SesWebhookSettings(_Section):
+    topics: list[str] = []  # SNS topic ARNs allowed to post; none: every request is refused
+
+
+class SendgridWebhookSettings(_Section):
+    public_key_env: str = "SENDGRID_WEBHOOK_PUBLIC_KEY"  # the Signed Event Webhook's verification key
+
+
+class MailgunWebhookSettings(_Section):
+    signing_key_env: str = "MAILGUN_WEBHOOK_SIGNING_KEY"
+
+
+class PostmarkWebhookSettings(_Section):
+    username: str = ""  # the basic-auth user put in the webhook URL
+    password_env: str = "POSTMARK_WEBHOOK_PASSWORD"
+
+
+class ResendWebhookSettings(_Section):
+    secret_env: str = "RESEND_WEBHOOK_SECRET"  # whsec_...
+
+
 class WebhookSettings(_Section):
-    """`[webhooks]`: verification of provider bounce and complaint webhooks (filled in by that work)."""
+    """`[webhooks]`: verification of provider bounce and complaint webhooks, and the bounce policy."""
+
+    tolerance_seconds: int = Field(300, ge=1)  # signed timestamps further from now are refused
+    soft_bounce_limit: int = Field(3, ge=1)  # this many soft bounces ...
+    soft_bounce_days: int = Field(30, ge=1)  # ... within this many days suppress the address
+    ses: SesWebhookSettings = SesWebhookSettings()
+    sendgrid: SendgridWebhookSettings = SendgridWebhookSettings()
+    mailgun: MailgunWebhookSettings = MailgunWebhookSettings()
+    postmark: PostmarkWebhookSettings = PostmarkWebhookSettings()
+    resend: ResendWebhookSettings = ResendWebhookSettings()
 
 
 class Settings(_Section):

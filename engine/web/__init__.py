@@ -31,7 +31,7 @@ def create_app(
 ) -> Flask:
     """Build the web app on `engine`; `view_renderer` enables /v/<token> (view in browser)."""
     # Imported here so that importing engine.web stays cheap for commands that never serve.
-    from . import admin, api, auth, contests, coupons, preferences, public, surveys, tracking
+    from . import admin, api, auth, contests, coupons, preferences, public, surveys, tracking, webhooks
 
     app = Flask(__name__)
     app.config.update(
@@ -61,6 +61,7 @@ def create_app(
     app.register_blueprint(api.bp)
     # The API authenticates each request by its key, never by a cookie: there is no session to forge.
     csrf.exempt(api.bp)
+    app.register_blueprint(webhooks.bp)  # exempts itself from CSRF: providers sign instead
     register_error_handlers(app)
     _register_filters(app, settings)
 
