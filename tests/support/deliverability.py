@@ -1,0 +1,287 @@
+"""Every example campaign's mail as really sent, and SpamAssassin (Debian package, local rules) to score it.
+
+Shared by tests/test_deliverability.py and bench/spam.py. The mails go through the real paths:
+`valuemail send CAMPAIGN --test-to` (one message per segment variant, tracked like a real run)
+and the contest's transactional mails (the share-link confirmation queued by the domain
+function the web page calls, the winners' notice sent by `valuemail contest draw`), all over
+SMTP to an aiosmtpd server on loopback. What the server received is what gets scored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from email import policy
+from email.parser import BytesParser
+from pathlib import Path
+
+from click.testing import CliRunner
+from sqlalchemy import insert, select
+from sqlmodel import Session
+
+from engine import contests
+from engine.campaigns import SEGMENTS_FILE, load_campaign
+from engine.cli import main
+from engine.clock import FixedClock
+from engine.config import load_settings
+from engine.db import session_scope
+from engine.models import Contact, Order
+from engine.providers import provider_factory
+from engine.rendering import Renderer
+from engine.sending.worker import Sender
+
+from .smtpd import SmtpSink
+
+#: The threshold every example mail must stay under (SpamAssassin flags spam at 5.0).
+TARGET = 2.0
+#: Where links point: a real deployment's public https address (a numeric http:// host is itself a spam sign).
+BASE_URL = "https://news.example.com"
+#: The package's rules, not whatever sa-update may have left in /var/lib/spamassassin: the same rules every run.
+RULES_DIR = Path("/usr/share/spamassassin")
+#: The package's plugin loading (init.pre, v310.pre ...); its local.cf is replaced by ours.
+PLUGINS_DIR = Path("/etc/spamassassin")
+LOCAL_CF = """\
+# Local rules only: no network tests, no Bayes, no auto-welcomelist or reputation, nothing learnt.
+use_bayes 0
+bayes_auto_learn 0
+skip_rbl_checks 1
+dns_available no
+report_safe 0
+ifplugin Mail::SpamAssassin::Plugin::AWL
+use_auto_whitelist 0
+endif
+ifplugin Mail::SpamAssassin::Plugin::TxRep
+use_txrep 0
+endif
+add_header all Score _SCORE_
+add_header all Tests _TESTSSCORES(,)_
+"""
+#: Contacts that each match one segment of campaigns/segments.toml (first match wins per campaign).
+#: LTV = average order × orders × margin (0.3) × tenure; the orders put Gold and Silver in their bands.
+PEOPLE = [
+    # email, first name, last name, country, language, (orders, euros each)
+    ("anna.gold@example.org", "Anna", "de Boer", "DE", "en", (6, 400)),
+    ("sam.silver@example.org", "Sam", "Jansen", "DE", "en", (6, 100)),
+    ("daan.visser@example.org", "Daan", "Visser", "NL", "nl", (1, 40)),
+    ("emma.brown@example.org", "Emma", "Brown", "GB", "en", (1, 25)),
+]
+CONTEST = "spring-contest"
+ENTRANTS = ("anna.gold@example.org", "daan.visser@example.org", "emma.brown@example.org")
+SECRET_KEY = "test-secret-key"
+TZ_AMS = "Europe/Amsterdam"
+
+
+@dataclass(frozen=True)
+class Mail:
+    """One mail as the SMTP server received it."""
+
+    campaign: str
+    variant: str  # the segment variant, or "confirm:<lang>" / "winner:<segment>" for transactional mails
+    data: bytes
+
+    @property
+    def subject(self) -> str:
+        return str(BytesParser(policy=policy.default).parsebytes(self.data)["Subject"])
+
+
+@dataclass(frozen=True)
+class Score:
+    """SpamAssassin's verdict: the total and each rule that fired with its points."""
+
+    score: float
+    rules: dict[str, float]
+
+    def fired(self, *, all_rules: bool = False) -> str:
+        """The rules that fired, the heaviest first ("RULE 1.2, ..."); zero-point ones only with all_rules."""
+        shown = sorted(((r, p) for r, p in self.rules.items() if all_rules or abs(p) >= 0.01),
+                       key=lambda item: (-abs(item[1]), item[0]))
+        return ", ".join(f"{rule} {points:g}" for rule, points in shown) or "-"
+
+
+class SpamAssassin:
+    """`spamassassin -L` with a private home and site configuration: nothing of the machine leaks in."""
+
+    def __init__(self, workdir: Path):
+        self.binary = shutil.which("spamassassin")
+        if self.binary is None:
+            raise RuntimeError("spamassassin is not installed: run `bash scripts/setup.sh --test` "
+                               "(Debian package spamassassin)")
+        self.home = workdir / "home"
+        self.site = workdir / "site"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.site.mkdir(parents=True, exist_ok=True)
+        for pre in PLUGINS_DIR.glob("*.pre"):
+            shutil.copy(pre, self.site / pre.name)
+        (self.site / "local.cf").write_text(LOCAL_CF)
+        (self.home / "user_prefs").write_text("")
+
+    def score(self, data: bytes) -> Score:
+        """Score one message; the rules hit come from our X-Spam-Tests header."""
+        result = subprocess.run(
+            [self.binary, "--local", "--siteconfigpath", str(self.site), "--configpath", str(RULES_DIR),
+             "--prefspath", str(self.home / "user_prefs")],
+            input=data, capture_output=True, timeout=120, check=True,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home), "LANG": "C.UTF-8"})
+        head = result.stdout.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].decode("utf-8", "replace")
+        head = re.sub(r"\r?\n[ \t]+", " ", head)  # unfold
+        found = dict(re.findall(r"^X-Spam-(Score|Tests): *(.*)$", head, flags=re.MULTILINE))
+        if "Score" not in found:
+            raise RuntimeError(f"spamassassin gave no score: {result.stderr.decode(errors='replace')[-2000:]}")
+        rules = {}
+        for item in filter(None, (part.strip() for part in found.get("Tests", "").split(","))):
+            name, _, points = item.partition("=")
+            rules[name] = float(points)
+        return Score(float(found["Score"]), rules)
+
+
+def spammy_control() -> bytes:
+    """A crude spam: shouting subject, money and pill promises, HTML only, no unsubscribe. Must score high."""
+    html = ("<html><body><p><font size=7 color=red><b>100% FREE!!! CLAIM YOUR CASH PRIZE NOW!!!</b></font></p>"
+            "<p>Dear friend, you have been selected as the WINNER of $1,000,000 US DOLLARS. This is not spam. "
+            "Act now, limited time offer, risk free, no credit check, satisfaction guaranteed! Buy cheap viagra "
+            "and cialis online, lose weight fast, earn extra cash from home, double your income!</p>"
+            "<p><a href='http://198.51.100.7/claim.php?id=1'>CLICK HERE</a> to claim your prize and send us your "
+            "bank account details today.</p></body></html>")
+    return ("From: \"WINNER NOTIFICATION\" <winner@lottery-prize.example>\r\n"
+            "To: undisclosed-recipients:;\r\n"
+            "Subject: =?utf-8?q?=24=24=24_YOU_HAVE_WON_=241=2C000=2C000_CLAIM_NOW_=21=21=21?=\r\n"
+            "Date: Sat, 20 Mar 2027 08:00:00 +0000\r\n"
+            "Message-ID: <x@lottery-prize.example>\r\n"
+            "MIME-Version: 1.0\r\n"
+            "Content-Type: text/html; charset=\"us-ascii\"\r\n\r\n" + html + "\r\n").encode("ascii")
+
+
+def gtube() -> bytes:
+    """The Generic Test for Unsolicited Bulk Email, which every SpamAssassin scores 1000."""
+    return (b"From: sender@example.org\r\nTo: rcpt@example.org\r\nSubject: test\r\n"
+            b"Date: Sat, 20 Mar 2027 08:00:00 +0000\r\nMessage-ID: <gtube.1@example.org>\r\n\r\n"
+            b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n")
+
+
+# -- building the mails ---------------------------------------------------------------------------
+
+def config_text(database_url: str, smtp_port: int) -> str:
+    """A project config.toml: the example sender, a public base URL and SMTP to the loopback server."""
+    return (f'[app]\nbase_url = "{BASE_URL}"\ntimezone = "{TZ_AMS}"\n'
+            f'[database]\nurl = "{database_url}"\n'
+            '[sender]\nfrom_email = "news@example.com"\nfrom_name = "Example Shop"\n'
+            'postal_address = "Example Shop, Keizersgracht 1, 1015 CJ Amsterdam, NL"\n'
+            'reply_to = "service@example.com"\n'
+            '[provider]\nname = "smtp"\n'
+            f'[provider.smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\ntimeout = 10\n'
+            '[sending]\nconcurrency = 1\nbatch_size = 50\nretry_base_seconds = 0\n'
+            '[tracking]\nclicks = true\nopens = true\n')
+
+
+def add_people(engine, *, now: datetime) -> dict[str, int]:
+    """Insert PEOPLE with their orders; returns their contact ids by address."""
+    ids = {}
+    with session_scope(engine) as session:
+        for email, first, last, country, language, (count, euros) in PEOPLE:
+            contact = Contact(email=email, email_key=email, first_name=first, last_name=last, country=country,
+                              language=language, timezone=TZ_AMS, status="subscribed", attributes={},
+                              created_at=now - timedelta(days=400), updated_at=now)
+            session.add(contact)
+            session.flush()
+            ids[email] = contact.id
+            for n in range(count):
+                placed = now - timedelta(days=30 * (n + 1))
+                session.execute(insert(Order).values(
+                    order_id=f"{first}-{n}", contact_id=contact.id, placed_at=placed, total_cents=euros * 100,
+                    currency="EUR", status="delivered", updated_at=placed))
+    return ids
+
+
+def campaign_ids(project: Path) -> list[str]:
+    """Every example campaign: each file in campaigns/ but the segments file."""
+    return sorted(p.stem for p in (project / "campaigns").glob("*.toml") if p.name != SEGMENTS_FILE)
+
+
+def _cli(config: Path, *args: str, as_of: str) -> str:
+    env = {"VALUEMAIL_SECRET_KEY": SECRET_KEY, "VALUEMAIL_AS_OF": as_of}
+    result = CliRunner().invoke(main, ["--config", str(config), *args], env=env, catch_exceptions=False)
+    if result.exit_code != 0:
+        raise AssertionError(f"valuemail {' '.join(args)} failed:\n{result.output}")
+    return result.output
+
+
+def _take(sink: SmtpSink, start: int) -> list[bytes]:
+    return [item.data for item in sink.messages[start:]]
+
+
+def sent_mails(project: Path, database_url: str, engine, *, as_of: str) -> list[Mail]:
+    """Every example campaign's mail (each segment variant) and the contest's transactional mails, as sent.
+
+    The test sends act as of `as_of` (the example campaigns are dated); the contest's mails at its own dates.
+    """
+    mails: list[Mail] = []
+    config = project / "config.toml"
+    ids = add_people(engine, now=datetime(2027, 3, 1, 9, tzinfo=timezone.utc))
+    with SmtpSink() as sink:
+        config.write_text(config_text(database_url, sink.port))
+        settings = load_settings(config, env={}, secret_key=SECRET_KEY)
+        for campaign in campaign_ids(project):
+            if campaign == CONTEST:
+                continue  # its invitation goes out for real in _contest_mails, which opens the contest
+            start = len(sink.messages)
+            _cli(config, "send", campaign, "--test-to", "inbox@example.net", as_of=as_of)
+            for data in _take(sink, start):
+                mails.append(Mail(campaign, _variant_of(engine, data), data))
+        mails.extend(_contest_mails(config, settings, engine, sink, ids))
+    return mails
+
+
+def _variant_of(engine, data: bytes) -> str:
+    """The segment variant a received mail was rendered for (from its delivery, by Message-ID)."""
+    from engine.models import Delivery
+
+    message_id = BytesParser(policy=policy.default).parsebytes(data)["Message-ID"]
+    with Session(engine) as session:
+        return session.execute(select(Delivery.segment).where(Delivery.message_id == message_id)).scalar_one()
+
+
+def _contest_mails(config: Path, settings, engine, sink: SmtpSink, ids: dict[str, int]) -> list[Mail]:
+    """The contest's invitation sent for real, a share-link confirmation (English and Dutch), the winners' notices."""
+    campaign = load_campaign(settings.campaigns_dir / f"{CONTEST}.toml", settings=settings, segment_names=None,
+                             today=None)
+    rules = contests.ContestRules.from_section(campaign.section, tz=settings.tz)
+    inside = rules.opens_at + timedelta(days=1)
+    # The invitation: a real run at the contest's start (one contact per variant), which opens the contest.
+    start = len(sink.messages)
+    _cli(config, "send", CONTEST, as_of=rules.opens_at.isoformat())
+    mails = [Mail(CONTEST, _variant_of(engine, data), data) for data in _take(sink, start)]
+    start = len(sink.messages)
+    with session_scope(engine) as session:
+        # As many entrants as the contest has winners, one per invitation variant: each gets a winner's notice.
+        for email in ENTRANTS:
+            contests.enter(session, CONTEST, ids[email], rules=rules, now=inside)
+        for friend, language in (("friend.one@example.net", "en"), ("vriend.twee@example.net", "nl")):
+            contests.request_confirmation(session, campaign, rules=rules, email=friend, referrer_id=ids["emma.brown@example.org"],
+                                          language=language, settings=settings, now=inside)
+    Sender(engine=engine, settings=settings, clock=FixedClock(inside), provider_factory=provider_factory(settings),
+           renderer=Renderer(settings.templates_dir)).drain(wait_for_retries=False)
+    for data in _take(sink, start):
+        language = "nl" if "vriend" in BytesParser(policy=policy.default).parsebytes(data)["To"] else "en"
+        mails.append(Mail(CONTEST, f"confirm:{language}", data))
+    start = len(sink.messages)
+    after_draw = (rules.draw_at or rules.closes_at) + timedelta(hours=1)
+    _cli(config, "contest", "draw", CONTEST, as_of=after_draw.isoformat())
+    for data in _take(sink, start):
+        mails.append(Mail(CONTEST, f"winner:{_variant_of(engine, data)}", data))
+    return mails
+
+
+def score_all(mails: list[Mail], scorer: SpamAssassin) -> list[tuple[Mail, Score]]:
+    """Each mail with its score."""
+    return [(mail, scorer.score(mail.data)) for mail in mails]
+
+
+def private_scorer() -> tuple[SpamAssassin, tempfile.TemporaryDirectory]:
+    """A scorer in a fresh temporary directory (keep the directory object alive while scoring)."""
+    holder = tempfile.TemporaryDirectory(prefix="valuemail-sa-")
+    return SpamAssassin(Path(holder.name)), holder

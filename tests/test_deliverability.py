@@ -1,0 +1,51 @@
+"""Every example campaign's mail, as sent over SMTP, scores under 2.0 with SpamAssassin (local rules only)."""
+
+from __future__ import annotations
+
+from email import policy
+from email.parser import BytesParser
+
+import pytest
+
+from tests.conftest import AS_OF
+from tests.support.deliverability import (TARGET, SpamAssassin, campaign_ids, gtube, score_all, sent_mails,
+                                          spammy_control)
+
+
+@pytest.fixture(scope="module")
+def scorer(tmp_path_factory) -> SpamAssassin:
+    return SpamAssassin(tmp_path_factory.mktemp("spamassassin"))
+
+
+def test_the_scorer_catches_spam(scorer):
+    # The control that the scorer really scores: a crude spam and GTUBE, built here, score high.
+    crude = scorer.score(spammy_control())
+    assert crude.score >= 5.0, f"the crude spam scored only {crude.score}: {crude.fired()}"
+    assert {"DEAR_FRIEND", "SUBJ_ALL_CAPS", "MIME_HTML_ONLY"} <= set(crude.rules)
+    assert scorer.score(gtube()).rules.get("GTUBE") == 1000
+
+
+def test_every_example_mail_scores_below_the_target(scorer, project, database_url, db):
+    mails = sent_mails(project, database_url, db, as_of=AS_OF)
+
+    # Every campaign file, each of its segment variants, and the contest's transactional mails.
+    sent = {(m.campaign, m.variant) for m in mails}
+    assert {c for c, _ in sent} == set(campaign_ids(project))
+    assert {("eco-newsletter", "benelux_dutch"), ("eco-newsletter", "everyone"), ("loyalty-statement", "gold"),
+            ("loyalty-statement", "silver"), ("loyalty-statement", "everyone"), ("order-survey", "gold"),
+            ("spring-sale", "gold"), ("spring-sale", "everyone"), ("trial-drip", "benelux_dutch"),
+            ("spring-contest", "gold"), ("spring-contest", "confirm:en"), ("spring-contest", "confirm:nl"),
+            ("spring-contest", "winner:gold"), ("spring-contest", "winner:benelux_dutch"),
+            ("spring-contest", "winner:everyone")} <= sent
+    for mail in mails:
+        parsed = BytesParser(policy=policy.default).parsebytes(mail.data)
+        # The sent form: our bulk-mail headers are there, and a text part beside the HTML.
+        assert parsed["List-Unsubscribe"].startswith("<https://news.example.com/u/")
+        assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert parsed["Feedback-ID"].endswith(":valuemail")
+        assert parsed.get_body(("plain",)) is not None and parsed.get_body(("html",)) is not None
+
+    scored = score_all(mails, scorer)
+    too_high = [f"{mail.campaign} / {mail.variant} ({mail.subject!r}): {score.score} — {score.fired()}"
+                for mail, score in scored if score.score >= TARGET]
+    assert not too_high, f"{len(too_high)} mail(s) score {TARGET} or more:\n" + "\n".join(too_high)
