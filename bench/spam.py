@@ -26,8 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine.db import make_engine  # noqa: E402
 from engine.migrate import upgrade  # noqa: E402
-from tests.support.deliverability import (TARGET, SpamAssassin, gtube, score_all, sent_mails,  # noqa: E402
-                                          spammy_control)
+from tests.support.deliverability import TARGET, SpamAssassin, gtube, sent_mails, spammy_control  # noqa: E402
 
 #: The instant the test sends act as of: the example campaigns are dated (as in the test suite).
 AS_OF = "2027-03-20T09:00:00+01:00"
@@ -54,9 +53,10 @@ def main() -> int:
         engine.dispose()
         scorer = SpamAssassin(work / "spamassassin")
         started = time.monotonic()
-        rows = [(m.campaign, m.variant, s) for m, s in score_all(mails, scorer)]
-        references = [("reference: crude spam", "-", scorer.score(spammy_control())),
-                      ("reference: GTUBE", "-", scorer.score(gtube()))]
+        # The references go through the same run as the example mails.
+        *scores, crude, reference = scorer.score_many([m.data for m in mails] + [spammy_control(), gtube()])
+        rows = [(m.campaign, m.variant, s) for m, s in zip(mails, scores)]
+        references = [("reference: crude spam", "-", crude), ("reference: GTUBE", "-", reference)]
         scoring = time.monotonic() - started
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
@@ -75,7 +75,7 @@ def main() -> int:
     print(f"\n{len(rows)} example mails: highest {worst + 0.0:.1f}, {over} at or over the target (< {TARGET}); "
           f"the crude spam reference scored {references[0][2].score:.1f} (SpamAssassin's spam threshold: 5.0)")
     print(f"built and sent in {built:.1f} s, scored in {scoring:.1f} s "
-          f"({scoring / (len(rows) + len(references)):.2f} s per message)")
+          f"({len(rows) + len(references)} messages in one spamassassin run)")
     return 1 if over else 0
 
 

@@ -8,21 +8,12 @@ from email.parser import BytesParser
 import pytest
 
 from tests.conftest import AS_OF
-from tests.support.deliverability import (TARGET, SpamAssassin, campaign_ids, gtube, score_all, sent_mails,
-                                          spammy_control)
+from tests.support.deliverability import TARGET, SpamAssassin, campaign_ids, gtube, sent_mails, spammy_control
 
 
 @pytest.fixture(scope="module")
 def scorer(tmp_path_factory) -> SpamAssassin:
     return SpamAssassin(tmp_path_factory.mktemp("spamassassin"))
-
-
-def test_the_scorer_catches_spam(scorer):
-    # The control that the scorer really scores: a crude spam and GTUBE, built here, score high.
-    crude = scorer.score(spammy_control())
-    assert crude.score >= 5.0, f"the crude spam scored only {crude.score}: {crude.fired()}"
-    assert {"DEAR_FRIEND", "SUBJ_ALL_CAPS", "MIME_HTML_ONLY"} <= set(crude.rules)
-    assert scorer.score(gtube()).rules.get("GTUBE") == 1000
 
 
 def test_every_example_mail_scores_below_the_target(scorer, project, database_url, db):
@@ -31,12 +22,12 @@ def test_every_example_mail_scores_below_the_target(scorer, project, database_ur
     # Every campaign file, each of its segment variants, and the contest's transactional mails.
     sent = {(m.campaign, m.variant) for m in mails}
     assert {c for c, _ in sent} == set(campaign_ids(project))
-    assert {("eco-newsletter", "benelux_dutch"), ("eco-newsletter", "everyone"), ("loyalty-statement", "gold"),
-            ("loyalty-statement", "silver"), ("loyalty-statement", "everyone"), ("order-survey", "gold"),
-            ("spring-sale", "gold"), ("spring-sale", "everyone"), ("trial-drip", "benelux_dutch"),
-            ("spring-contest", "gold"), ("spring-contest", "confirm:en"), ("spring-contest", "confirm:nl"),
-            ("spring-contest", "winner:gold"), ("spring-contest", "winner:benelux_dutch"),
-            ("spring-contest", "winner:everyone")} <= sent
+    assert {("eco-newsletter", "benelux_dutch"), ("eco-newsletter", "everyone"), ("loyalty-reward", "everyone"),
+            ("loyalty-statement", "gold"), ("loyalty-statement", "silver"), ("loyalty-statement", "everyone"),
+            ("order-survey", "gold"), ("spring-sale", "gold"), ("spring-sale", "everyone"),
+            ("trial-drip", "benelux_dutch"), ("spring-contest", "gold"), ("spring-contest", "benelux_dutch"),
+            ("spring-contest", "confirm:en"), ("spring-contest", "confirm:nl"), ("spring-contest", "winner:gold"),
+            ("spring-contest", "winner:benelux_dutch"), ("spring-contest", "winner:everyone")} <= sent
     for mail in mails:
         parsed = BytesParser(policy=policy.default).parsebytes(mail.data)
         # The sent form: our bulk-mail headers are there, and a text part beside the HTML.
@@ -45,7 +36,11 @@ def test_every_example_mail_scores_below_the_target(scorer, project, database_ur
         assert parsed["Feedback-ID"].endswith(":valuemail")
         assert parsed.get_body(("plain",)) is not None and parsed.get_body(("html",)) is not None
 
-    scored = score_all(mails, scorer)
+    # The controls go through the same run, so a scorer that scores nothing cannot pass.
+    *scores, crude, reference = scorer.score_many([m.data for m in mails] + [spammy_control(), gtube()])
+    assert crude.score >= 5.0, f"the crude spam scored only {crude.score}: {crude.fired()}"
+    assert {"DEAR_FRIEND", "SUBJ_ALL_CAPS", "MIME_HTML_ONLY"} <= set(crude.rules)
+    assert reference.rules.get("GTUBE") == 1000
     too_high = [f"{mail.campaign} / {mail.variant} ({mail.subject!r}): {score.score} — {score.fired()}"
-                for mail, score in scored if score.score >= TARGET]
+                for mail, score in zip(mails, scores) if score.score >= TARGET]
     assert not too_high, f"{len(too_high)} mail(s) score {TARGET} or more:\n" + "\n".join(too_high)

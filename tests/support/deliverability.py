@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email import policy
@@ -121,22 +120,62 @@ class SpamAssassin:
         (self.home / "user_prefs").write_text("")
 
     def score(self, data: bytes) -> Score:
-        """Score one message; the rules hit come from our X-Spam-Tests header."""
+        """Score one message."""
+        return self.score_many([data])[0]
+
+    def score_many(self, messages: list[bytes]) -> list[Score]:
+        """Score messages in one run (`--mbox`: the rules are loaded once); rules hit from our X-Spam-Tests header.
+
+        Spamassassin sorts an mbox by date, so results are matched to messages by Message-ID.
+        """
+        ids = [_message_id(data) for data in messages]
+        if None in ids or len(set(ids)) != len(ids):
+            raise ValueError("each message needs its own Message-ID to be scored in one run")
+        if not messages:
+            return []
         result = subprocess.run(
-            [self.binary, "--local", "--siteconfigpath", str(self.site), "--configpath", str(RULES_DIR),
+            [self.binary, "--local", "--mbox", "--siteconfigpath", str(self.site), "--configpath", str(RULES_DIR),
              "--prefspath", str(self.home / "user_prefs")],
-            input=data, capture_output=True, timeout=120, check=True,
+            input=b"".join(_mbox_entry(data) for data in messages), capture_output=True, timeout=600, check=True,
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home), "LANG": "C.UTF-8"})
-        head = result.stdout.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].decode("utf-8", "replace")
-        head = re.sub(r"\r?\n[ \t]+", " ", head)  # unfold
-        found = dict(re.findall(r"^X-Spam-(Score|Tests): *(.*)$", head, flags=re.MULTILINE))
-        if "Score" not in found:
-            raise RuntimeError(f"spamassassin gave no score: {result.stderr.decode(errors='replace')[-2000:]}")
-        rules = {}
-        for item in filter(None, (part.strip() for part in found.get("Tests", "").split(","))):
-            name, _, points = item.partition("=")
-            rules[name] = float(points)
-        return Score(float(found["Score"]), rules)
+        entries = re.split(rb"^" + re.escape(_SEPARATOR), result.stdout, flags=re.MULTILINE)[1:]
+        verdicts = {_message_id(entry): _verdict(entry) for entry in entries}
+        missing = [i for i in ids if i not in verdicts]
+        if missing or len(entries) != len(messages):
+            raise RuntimeError(f"spamassassin returned {len(entries)} of {len(messages)} messages "
+                               f"(missing {missing[:3]}): {result.stderr.decode(errors='replace')[-2000:]}")
+        return [verdicts[i] for i in ids]
+
+
+def _message_id(data: bytes) -> bytes | None:
+    head = data.split(b"\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    found = re.search(rb"^Message-ID:[ \t]*(<[^>\r\n]*>)", head, flags=re.MULTILINE | re.IGNORECASE)
+    return found.group(1) if found else None
+
+
+#: The mbox "From " line of each message handed to spamassassin; it comes back in front of each result.
+_SEPARATOR = b"From valuemail@localhost Sat Mar 20 08:00:00 2027\n"
+
+
+def _mbox_entry(data: bytes) -> bytes:
+    """One message as an mbox entry: LF line ends, body lines starting with "From " quoted (mboxrd)."""
+    data = data.replace(b"\r\n", b"\n")
+    data = re.sub(rb"^(>*From )", rb">\1", data, flags=re.MULTILINE)
+    return _SEPARATOR + data + (b"" if data.endswith(b"\n") else b"\n") + b"\n"
+
+
+def _verdict(entry: bytes) -> Score:
+    """The score and rules from the X-Spam-Score and X-Spam-Tests headers of one scored message."""
+    head = entry.split(b"\n\n", 1)[0].decode("utf-8", "replace")
+    head = re.sub(r"\n[ \t]+", " ", head)  # unfold
+    found = dict(re.findall(r"^X-Spam-(Score|Tests): *(.*)$", head, flags=re.MULTILINE))
+    if "Score" not in found:
+        raise RuntimeError(f"spamassassin added no score to a message:\n{head[:2000]}")
+    rules = {}
+    for item in filter(None, (part.strip() for part in found.get("Tests", "").split(","))):
+        name, _, points = item.partition("=")
+        rules[name] = float(points)
+    return Score(float(found["Score"]), rules)
 
 
 def spammy_control() -> bytes:
@@ -254,7 +293,11 @@ def _contest_mails(config: Path, settings, engine, sink: SmtpSink, ids: dict[str
     # The invitation: a real run at the contest's start (one contact per variant), which opens the contest.
     start = len(sink.messages)
     _cli(config, "send", CONTEST, as_of=rules.opens_at.isoformat())
-    mails = [Mail(CONTEST, _variant_of(engine, data), data) for data in _take(sink, start)]
+    mails = []
+    for data in _take(sink, start):  # one invitation per variant (two contacts share "everyone")
+        variant = _variant_of(engine, data)
+        if variant not in {m.variant for m in mails}:
+            mails.append(Mail(CONTEST, variant, data))
     start = len(sink.messages)
     with session_scope(engine) as session:
         # As many entrants as the contest has winners, one per invitation variant: each gets a winner's notice.
@@ -274,14 +317,3 @@ def _contest_mails(config: Path, settings, engine, sink: SmtpSink, ids: dict[str
     for data in _take(sink, start):
         mails.append(Mail(CONTEST, f"winner:{_variant_of(engine, data)}", data))
     return mails
-
-
-def score_all(mails: list[Mail], scorer: SpamAssassin) -> list[tuple[Mail, Score]]:
-    """Each mail with its score."""
-    return [(mail, scorer.score(mail.data)) for mail in mails]
-
-
-def private_scorer() -> tuple[SpamAssassin, tempfile.TemporaryDirectory]:
-    """A scorer in a fresh temporary directory (keep the directory object alive while scoring)."""
-    holder = tempfile.TemporaryDirectory(prefix="valuemail-sa-")
-    return SpamAssassin(Path(holder.name)), holder
