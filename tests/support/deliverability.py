@@ -29,7 +29,7 @@ from engine.cli import main
 from engine.clock import FixedClock
 from engine.config import load_settings
 from engine.db import session_scope
-from engine.models import Contact, Order
+from engine.models import Contact, Delivery, Order
 from engine.providers import provider_factory
 from engine.rendering import Renderer
 from engine.sending.worker import Sender
@@ -61,7 +61,7 @@ add_header all Score _SCORE_
 add_header all Tests _TESTSSCORES(,)_
 """
 #: Contacts that each match one segment of campaigns/segments.toml (first match wins per campaign).
-#: LTV = average order × orders × margin (0.3) × tenure; the orders put Gold and Silver in their bands.
+#: Their LTV is their margin revenue (0.3 × spend, engine/ltv.py): 720 for Gold (≥ 500), 180 for Silver (150-500).
 PEOPLE = [
     # email, first name, last name, country, language, (orders, euros each)
     ("anna.gold@example.org", "Anna", "de Boer", "DE", "en", (6, 400)),
@@ -85,6 +85,7 @@ class Mail:
 
     @property
     def subject(self) -> str:
+        """The decoded Subject header."""
         return str(BytesParser(policy=policy.default).parsebytes(self.data)["Subject"])
 
 
@@ -118,10 +119,6 @@ class SpamAssassin:
             shutil.copy(pre, self.site / pre.name)
         (self.site / "local.cf").write_text(LOCAL_CF)
         (self.home / "user_prefs").write_text("")
-
-    def score(self, data: bytes) -> Score:
-        """Score one message."""
-        return self.score_many([data])[0]
 
     def score_many(self, messages: list[bytes]) -> list[Score]:
         """Score messages in one run (`--mbox`: the rules are loaded once); rules hit from our X-Spam-Tests header.
@@ -241,12 +238,11 @@ def campaign_ids(project: Path) -> list[str]:
     return sorted(p.stem for p in (project / "campaigns").glob("*.toml") if p.name != SEGMENTS_FILE)
 
 
-def _cli(config: Path, *args: str, as_of: str) -> str:
+def _cli(config: Path, *args: str, as_of: str) -> None:
     env = {"VALUEMAIL_SECRET_KEY": SECRET_KEY, "VALUEMAIL_AS_OF": as_of}
     result = CliRunner().invoke(main, ["--config", str(config), *args], env=env, catch_exceptions=False)
     if result.exit_code != 0:
         raise AssertionError(f"valuemail {' '.join(args)} failed:\n{result.output}")
-    return result.output
 
 
 def _take(sink: SmtpSink, start: int) -> list[bytes]:
@@ -277,8 +273,6 @@ def sent_mails(project: Path, database_url: str, engine, *, as_of: str) -> list[
 
 def _variant_of(engine, data: bytes) -> str:
     """The segment variant a received mail was rendered for (from its delivery, by Message-ID)."""
-    from engine.models import Delivery
-
     message_id = BytesParser(policy=policy.default).parsebytes(data)["Message-ID"]
     with Session(engine) as session:
         return session.execute(select(Delivery.segment).where(Delivery.message_id == message_id)).scalar_one()
@@ -290,10 +284,10 @@ def _contest_mails(config: Path, settings, engine, sink: SmtpSink, ids: dict[str
                              today=None)
     rules = contests.ContestRules.from_section(campaign.section, tz=settings.tz)
     inside = rules.opens_at + timedelta(days=1)
-    # The invitation: a real run at the contest's start (one contact per variant), which opens the contest.
+    # The invitation: a real run at the contest's start, which opens the contest.
     start = len(sink.messages)
     _cli(config, "send", CONTEST, as_of=rules.opens_at.isoformat())
-    mails = []
+    mails: list[Mail] = []
     for data in _take(sink, start):  # one invitation per variant (two contacts share "everyone")
         variant = _variant_of(engine, data)
         if variant not in {m.variant for m in mails}:
@@ -304,8 +298,9 @@ def _contest_mails(config: Path, settings, engine, sink: SmtpSink, ids: dict[str
         for email in ENTRANTS:
             contests.enter(session, CONTEST, ids[email], rules=rules, now=inside)
         for friend, language in (("friend.one@example.net", "en"), ("vriend.twee@example.net", "nl")):
-            contests.request_confirmation(session, campaign, rules=rules, email=friend, referrer_id=ids["emma.brown@example.org"],
-                                          language=language, settings=settings, now=inside)
+            contests.request_confirmation(session, campaign, rules=rules, email=friend,
+                                          referrer_id=ids["emma.brown@example.org"], language=language,
+                                          settings=settings, now=inside)
     Sender(engine=engine, settings=settings, clock=FixedClock(inside), provider_factory=provider_factory(settings),
            renderer=Renderer(settings.templates_dir)).drain(wait_for_retries=False)
     for data in _take(sink, start):
