@@ -2,8 +2,8 @@
 
 Run: .venv/bin/python bench/spam.py [--all-rules] [--out DIR]
 
-Each campaign in campaigns/ (but segments.toml) is test-sent, one message per segment variant,
-with `valuemail send CAMPAIGN --test-to` over SMTP to an aiosmtpd server on loopback; the
+Each campaign in campaigns/ (but segments.toml) is test-sent, one message per segment variant
+(rendered in English and again in Dutch), with `valuemail send CAMPAIGN --test-to` over SMTP to an aiosmtpd server on loopback; the
 contest's invitation, share-link confirmation and winners' notice go out through their own
 paths (tests/support/deliverability.py). What the server received is scored by SpamAssassin
 from the Debian package: `spamassassin --local` (no network tests), Bayes and the
@@ -55,25 +55,25 @@ def main() -> int:
         started = time.monotonic()
         # The references go through the same run as the example mails.
         *scores, crude, reference = scorer.score_many([m.data for m in mails] + [spammy_control(), gtube()])
-        rows = [(m.campaign, m.variant, s) for m, s in zip(mails, scores)]
-        references = [("reference: crude spam", "-", crude), ("reference: GTUBE", "-", reference)]
+        rows = sorted(((m.campaign, m.variant, m.language, s) for m, s in zip(mails, scores)), key=lambda r: r[:3])
+        references = [("reference: crude spam", "-", "-", crude), ("reference: GTUBE", "-", "-", reference)]
         scoring = time.monotonic() - started
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
             for mail in mails:
-                (args.out / f"{mail.campaign}-{mail.variant.replace(':', '-')}.eml").write_bytes(mail.data)
+                (args.out / f"{mail.campaign}-{mail.variant.replace(':', '-')}-{mail.language}.eml").write_bytes(mail.data)
 
-    width = max(len(c) for c, _, _ in rows + references)
-    vwidth = max(len(v) for _, v, _ in rows + references)
-    print(f"{'campaign':<{width}}  {'variant':<{vwidth}}  {'score':>6}  verdict  rules hit (points)")
-    for campaign, variant, score in rows + references:
+    width = max(len(c) for c, _, _, _ in rows + references)
+    vwidth = max(len(v) for _, v, _, _ in rows + references)
+    print(f"{'campaign':<{width}}  {'variant':<{vwidth}}  lang  {'score':>6}  verdict  rules hit (points)")
+    for campaign, variant, language, score in rows + references:
         verdict = "ok" if score.score < TARGET else "HIGH" if score.score < 5.0 else "SPAM"
-        print(f"{campaign:<{width}}  {variant:<{vwidth}}  {score.score + 0.0:>6.1f}  {verdict:<7}  "
+        print(f"{campaign:<{width}}  {variant:<{vwidth}}  {language:<4}  {score.score + 0.0:>6.1f}  {verdict:<7}  "
               f"{score.fired(all_rules=args.all_rules)}")
-    worst = max(score.score for _, _, score in rows)
-    over = sum(score.score >= TARGET for _, _, score in rows)
+    worst = max(score.score for _, _, _, score in rows)
+    over = sum(score.score >= TARGET for _, _, _, score in rows)
     print(f"\n{len(rows)} example mails: highest {worst + 0.0:.1f}, {over} at or over the target (< {TARGET}); "
-          f"the crude spam reference scored {references[0][2].score:.1f} (SpamAssassin's spam threshold: 5.0)")
+          f"the crude spam reference scored {references[0][3].score:.1f} (SpamAssassin's spam threshold: 5.0)")
     print(f"built and sent in {built:.1f} s, scored in {scoring:.1f} s "
           f"({len(rows) + len(references)} messages in one spamassassin run)")
     return 1 if over else 0

@@ -19,15 +19,19 @@ def scorer(tmp_path_factory) -> SpamAssassin:
 def test_every_example_mail_scores_below_the_target(scorer, project, database_url, db):
     mails = sent_mails(project, database_url, db, as_of=AS_OF)
 
-    # Every campaign file, each of its segment variants, and the contest's transactional mails.
-    sent = {(m.campaign, m.variant) for m in mails}
-    assert {c for c, _ in sent} == set(campaign_ids(project))
-    assert {("eco-newsletter", "benelux_dutch"), ("eco-newsletter", "everyone"), ("loyalty-reward", "everyone"),
-            ("loyalty-statement", "gold"), ("loyalty-statement", "silver"), ("loyalty-statement", "everyone"),
-            ("order-survey", "gold"), ("spring-sale", "gold"), ("spring-sale", "everyone"),
-            ("trial-drip", "benelux_dutch"), ("spring-contest", "gold"), ("spring-contest", "benelux_dutch"),
-            ("spring-contest", "confirm:en"), ("spring-contest", "confirm:nl"), ("spring-contest", "winner:gold"),
-            ("spring-contest", "winner:benelux_dutch"), ("spring-contest", "winner:everyone")} <= sent
+    # Every campaign file, each of its segment variants in English and Dutch, and the contest's transactional mails.
+    sent = {(m.campaign, m.variant, m.language) for m in mails}
+    assert {c for c, _, _ in sent} == set(campaign_ids(project))
+    expected = {("loyalty-statement", variant, language) for variant in ("gold", "silver", "everyone")
+                for language in ("en", "nl")}
+    expected |= {("eco-newsletter", "benelux_dutch", "nl"), ("eco-newsletter", "everyone", "en"),
+                 ("eco-newsletter", "everyone", "nl"), ("order-survey", "gold", "en"), ("spring-sale", "gold", "nl"),
+                 ("trial-drip", "benelux_dutch", "nl"), ("spring-contest", "gold", "en"),
+                 ("spring-contest", "benelux_dutch", "nl"), ("spring-contest", "confirm", "en"),
+                 ("spring-contest", "confirm", "nl"), ("spring-contest", "winner:gold", "en"),
+                 ("spring-contest", "winner:benelux_dutch", "nl"), ("spring-contest", "winner:everyone", "en")}
+    assert expected <= sent, expected - sent
+    assert len(sent) == len(mails)
     for mail in mails:
         parsed = BytesParser(policy=policy.default).parsebytes(mail.data)
         # The sent form: our bulk-mail headers are there, and a text part beside the HTML.
@@ -41,6 +45,6 @@ def test_every_example_mail_scores_below_the_target(scorer, project, database_ur
     assert crude.score >= 5.0, f"the crude spam scored only {crude.score}: {crude.fired()}"
     assert {"DEAR_FRIEND", "SUBJ_ALL_CAPS", "MIME_HTML_ONLY"} <= set(crude.rules)
     assert reference.rules.get("GTUBE") == 1000
-    too_high = [f"{mail.campaign} / {mail.variant} ({mail.subject!r}): {score.score} — {score.fired()}"
+    too_high = [f"{mail.campaign} / {mail.variant} / {mail.language} ({mail.subject!r}): {score.score} — {score.fired()}"
                 for mail, score in zip(mails, scores) if score.score >= TARGET]
     assert not too_high, f"{len(too_high)} mail(s) score {TARGET} or more:\n" + "\n".join(too_high)

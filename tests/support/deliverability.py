@@ -20,7 +20,7 @@ from email.parser import BytesParser
 from pathlib import Path
 
 from click.testing import CliRunner
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlmodel import Session
 
 from engine import contests
@@ -60,14 +60,15 @@ endif
 add_header all Score _SCORE_
 add_header all Tests _TESTSSCORES(,)_
 """
-#: Contacts that each match one segment of campaigns/segments.toml (first match wins per campaign).
+#: Contacts that each match one segment of campaigns/segments.toml (first match wins per campaign). A test send
+#: renders each variant for its lowest contact id: Emma comes before Daan so that "everyone" is English at first.
 #: Their LTV is their margin revenue (0.3 × spend, engine/ltv.py): 720 for Gold (≥ 500), 180 for Silver (150-500).
 PEOPLE = [
     # email, first name, last name, country, language, (orders, euros each)
     ("anna.gold@example.org", "Anna", "de Boer", "DE", "en", (6, 400)),
     ("sam.silver@example.org", "Sam", "Jansen", "DE", "en", (6, 100)),
-    ("daan.visser@example.org", "Daan", "Visser", "NL", "nl", (1, 40)),
     ("emma.brown@example.org", "Emma", "Brown", "GB", "en", (1, 25)),
+    ("daan.visser@example.org", "Daan", "Visser", "NL", "nl", (1, 40)),
 ]
 CONTEST = "spring-contest"
 ENTRANTS = ("anna.gold@example.org", "daan.visser@example.org", "emma.brown@example.org")
@@ -80,7 +81,8 @@ class Mail:
     """One mail as the SMTP server received it."""
 
     campaign: str
-    variant: str  # the segment variant, or "confirm:<lang>" / "winner:<segment>" for transactional mails
+    variant: str  # the segment variant, or "confirm" / "winner:<segment>" for the contest's transactional mails
+    language: str  # the recipient's, which picks the template's strings
     data: bytes
 
     @property
@@ -250,7 +252,7 @@ def _take(sink: SmtpSink, start: int) -> list[bytes]:
 
 
 def sent_mails(project: Path, database_url: str, engine, *, as_of: str) -> list[Mail]:
-    """Every example campaign's mail (each segment variant) and the contest's transactional mails, as sent.
+    """Every example campaign's mail (each segment variant, in English and Dutch) and the contest's mails, as sent.
 
     The test sends act as of `as_of` (the example campaigns are dated); the contest's mails at its own dates.
     """
@@ -260,22 +262,37 @@ def sent_mails(project: Path, database_url: str, engine, *, as_of: str) -> list[
     with SmtpSink() as sink:
         config.write_text(config_text(database_url, sink.port))
         settings = load_settings(config, env={}, secret_key=SECRET_KEY)
-        for campaign in campaign_ids(project):
-            if campaign == CONTEST:
-                continue  # its invitation goes out for real in _contest_mails, which opens the contest
-            start = len(sink.messages)
-            _cli(config, "send", campaign, "--test-to", "inbox@example.net", as_of=as_of)
-            for data in _take(sink, start):
-                mails.append(Mail(campaign, _variant_of(engine, data), data))
+        mails.extend(_test_sends(config, engine, sink, as_of=as_of))
         mails.extend(_contest_mails(config, settings, engine, sink, ids))
+        # The same variants again for Dutch speakers outside the Benelux (only benelux_dutch was Dutch so far).
+        with session_scope(engine) as session:
+            session.execute(update(Contact).values(language="nl"))
+        seen = {(m.campaign, m.variant, m.language) for m in mails}
+        mails.extend(m for m in _test_sends(config, engine, sink, as_of=as_of)
+                     if (m.campaign, m.variant, m.language) not in seen)
     return mails
 
 
-def _variant_of(engine, data: bytes) -> str:
-    """The segment variant a received mail was rendered for (from its delivery, by Message-ID)."""
+def _test_sends(config: Path, engine, sink: SmtpSink, *, as_of: str) -> list[Mail]:
+    """`valuemail send CAMPAIGN --test-to` for every campaign but the contest: one mail per segment variant."""
+    mails = []
+    for campaign in campaign_ids(config.parent):
+        if campaign == CONTEST:
+            continue  # its invitation goes out for real in _contest_mails, which opens the contest
+        start = len(sink.messages)
+        _cli(config, "send", campaign, "--test-to", "inbox@example.net", as_of=as_of)
+        mails.extend(_received(engine, campaign, data) for data in _take(sink, start))
+    return mails
+
+
+def _received(engine, campaign: str, data: bytes, *, variant: str = "{segment}") -> Mail:
+    """A received mail, labelled with its delivery's segment and its contact's language (found by Message-ID)."""
     message_id = BytesParser(policy=policy.default).parsebytes(data)["Message-ID"]
     with Session(engine) as session:
-        return session.execute(select(Delivery.segment).where(Delivery.message_id == message_id)).scalar_one()
+        segment, language = session.execute(
+            select(Delivery.segment, Contact.language).join(Contact, Contact.id == Delivery.contact_id)
+            .where(Delivery.message_id == message_id)).one()
+    return Mail(campaign, variant.format(segment=segment), language or "", data)
 
 
 def _contest_mails(config: Path, settings, engine, sink: SmtpSink, ids: dict[str, int]) -> list[Mail]:
@@ -289,9 +306,9 @@ def _contest_mails(config: Path, settings, engine, sink: SmtpSink, ids: dict[str
     _cli(config, "send", CONTEST, as_of=rules.opens_at.isoformat())
     mails: list[Mail] = []
     for data in _take(sink, start):  # one invitation per variant (two contacts share "everyone")
-        variant = _variant_of(engine, data)
-        if variant not in {m.variant for m in mails}:
-            mails.append(Mail(CONTEST, variant, data))
+        mail = _received(engine, CONTEST, data)
+        if mail.variant not in {m.variant for m in mails}:
+            mails.append(mail)
     start = len(sink.messages)
     with session_scope(engine) as session:
         # As many entrants as the contest has winners, one per invitation variant: each gets a winner's notice.
@@ -303,12 +320,9 @@ def _contest_mails(config: Path, settings, engine, sink: SmtpSink, ids: dict[str
                                           settings=settings, now=inside)
     Sender(engine=engine, settings=settings, clock=FixedClock(inside), provider_factory=provider_factory(settings),
            renderer=Renderer(settings.templates_dir)).drain(wait_for_retries=False)
-    for data in _take(sink, start):
-        language = "nl" if "vriend" in BytesParser(policy=policy.default).parsebytes(data)["To"] else "en"
-        mails.append(Mail(CONTEST, f"confirm:{language}", data))
+    mails.extend(_received(engine, CONTEST, data, variant="confirm") for data in _take(sink, start))
     start = len(sink.messages)
     after_draw = (rules.draw_at or rules.closes_at) + timedelta(hours=1)
     _cli(config, "contest", "draw", CONTEST, as_of=after_draw.isoformat())
-    for data in _take(sink, start):
-        mails.append(Mail(CONTEST, f"winner:{_variant_of(engine, data)}", data))
+    mails.extend(_received(engine, CONTEST, data, variant="winner:{segment}") for data in _take(sink, start))
     return mails
