@@ -2,14 +2,14 @@
 
 Run: .venv/bin/python bench/spam.py [--all-rules] [--out DIR]
 
-Each campaign in campaigns/ (but segments.toml) is test-sent, one message per segment variant
-(rendered in English and again in Dutch), with `valuemail send CAMPAIGN --test-to` over SMTP to an aiosmtpd server on loopback; the
-contest's invitation, share-link confirmation and winners' notice go out through their own
-paths (tests/support/deliverability.py). What the server received is scored by SpamAssassin
-from the Debian package: `spamassassin --local` (no network tests), Bayes and the
-auto-welcomelist off, a private home and site configuration, the package's rules. The
-reference, scored in the same run by the same scorer, is a crude spam (and GTUBE). Target:
-every example mail below 2.0 (5.0 is SpamAssassin's spam threshold).
+Each campaign in campaigns/ (but segments.toml) is test-sent with `valuemail send CAMPAIGN
+--test-to`, one message per segment variant (rendered in English and again in Dutch), over SMTP
+to an aiosmtpd server on loopback; the contest's invitation, share-link confirmation and
+winners' notice go out through their own paths (tests/support/deliverability.py). What the
+server received is scored by SpamAssassin from the Debian package: `spamassassin --local` (no
+network tests), Bayes and the auto-welcomelist off, a private home and site configuration, the
+package's rules. The reference, scored in the same run by the same scorer, is a crude spam (and
+GTUBE). Target: every example mail below 2.0 (5.0 is SpamAssassin's spam threshold).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ AS_OF = "2027-03-20T09:00:00+01:00"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--all-rules", action="store_true", help="also list rules that fired with (near) zero points")
-    parser.add_argument("--out", type=Path, help="keep each scored message as DIR/<campaign>-<variant>.eml")
+    parser.add_argument("--out", type=Path, help="keep each scored message as DIR/<campaign>-<variant>-<lang>.eml")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="valuemail-spam-") as tmp:
@@ -61,7 +61,8 @@ def main() -> int:
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
             for mail in mails:
-                (args.out / f"{mail.campaign}-{mail.variant.replace(':', '-')}-{mail.language}.eml").write_bytes(mail.data)
+                name = f"{mail.campaign}-{mail.variant.replace(':', '-')}-{mail.language}.eml"
+                (args.out / name).write_bytes(mail.data)
 
     width = max(len(c) for c, _, _, _ in rows + references)
     vwidth = max(len(v) for _, v, _, _ in rows + references)

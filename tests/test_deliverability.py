@@ -19,7 +19,7 @@ def scorer(tmp_path_factory) -> SpamAssassin:
 def test_every_example_mail_scores_below_the_target(scorer, project, database_url, db):
     mails = sent_mails(project, database_url, db, as_of=AS_OF)
 
-    # Every campaign file, each of its segment variants in English and Dutch, and the contest's transactional mails.
+    # Every campaign file, each segment variant in English and Dutch, and the contest's transactional mails.
     sent = {(m.campaign, m.variant, m.language) for m in mails}
     assert {c for c, _, _ in sent} == set(campaign_ids(project))
     expected = {("loyalty-statement", variant, language) for variant in ("gold", "silver", "everyone")
@@ -45,6 +45,6 @@ def test_every_example_mail_scores_below_the_target(scorer, project, database_ur
     assert crude.score >= 5.0, f"the crude spam scored only {crude.score}: {crude.fired()}"
     assert {"DEAR_FRIEND", "SUBJ_ALL_CAPS", "MIME_HTML_ONLY"} <= set(crude.rules)
     assert reference.rules.get("GTUBE") == 1000
-    too_high = [f"{mail.campaign} / {mail.variant} / {mail.language} ({mail.subject!r}): {score.score} — {score.fired()}"
-                for mail, score in zip(mails, scores) if score.score >= TARGET]
+    too_high = [f"{m.campaign} / {m.variant} / {m.language} ({m.subject!r}): {score.score} — {score.fired()}"
+                for m, score in zip(mails, scores) if score.score >= TARGET]
     assert not too_high, f"{len(too_high)} mail(s) score {TARGET} or more:\n" + "\n".join(too_high)
