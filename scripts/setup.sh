@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a fresh machine: a virtualenv with pinned packages, and with --test the system
-# packages the tests use (PostgreSQL 15 server, Debian's Chromium).
+# packages the tests use (PostgreSQL 15 server, Debian's Chromium, SpamAssassin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,7 @@ apt_missing=()
 if [ "$want_test" -eq 1 ]; then
     [ -x /usr/lib/postgresql/15/bin/initdb ] || apt_missing+=(postgresql-15)
     command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
+    command -v spamassassin >/dev/null 2>&1 || apt_missing+=(spamassassin)
 fi
 if [ "${#apt_missing[@]}" -gt 0 ]; then
     echo "installing system packages: ${apt_missing[*]}"
