@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Callable
 
 from sqlalchemy import func, select
@@ -146,9 +147,17 @@ def prepare_test_run(runtime: Runtime, campaign_id: str, *, to: str) -> Prepared
                            f"({', '.join(campaign.segments)}), so there is nothing to render a test with")
         run, _ = ledger.create_run(session, campaign, occurrence_at=now, now=now, is_test=True)
         # Triggered kinds render from the trigger's data; a test uses the kind's sample values.
-        samples = {s: campaign.kind.sample_recipient_extra(campaign.variant(s).section) for _, s in picks}
+        # Stored in the delivery's JSON data, hence the round trip (a contest's sample dates are datetimes).
+        samples = {s: json.loads(json.dumps(campaign.kind.sample_recipient_extra(campaign.variant(s).section),
+                                            default=_json_default)) for _, s in picks}
         total = ledger.add_test_deliveries(session, run, [(c, s, samples[s]) for c, s in picks], to=to, now=now)
     return Prepared(run_id=run.id, campaign=campaign, resumed=False, total=total)
+
+
+def _json_default(value):
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def count_recipients(runtime: Runtime, campaign_id: str) -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+from pathlib import Path
 from email import policy
 from email.parser import BytesParser
 
@@ -197,3 +198,19 @@ def test_a_campaign_with_no_matching_contacts_finishes_empty(shop, settings, db)
     result = cli(settings, "send", "spring-sale")
     assert result.exit_code == 0, result.output
     assert "0 recipients" in result.output and "run #1 (finished)" in result.output
+
+
+EXAMPLE_CAMPAIGNS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "campaigns").glob("*.toml")
+                           if p.stem != "segments")
+
+
+@pytest.mark.parametrize("campaign", EXAMPLE_CAMPAIGNS)
+def test_every_example_campaign_can_be_test_sent(campaign, project, settings, db):
+    add_contacts(db, 3, country="US", language="en")
+    add_contacts(db, 2, start=50)  # Dutch speakers in NL
+    result = cli(settings, "send", campaign, "--test-to", "marketer@example.org")
+    assert result.exit_code == 0, result.output
+    messages = [parse(p.read_bytes()) for p in (settings.var_dir / "outbox").glob("*.eml")]
+    assert messages, result.output
+    assert {m["To"].addresses[0].addr_spec for m in messages} == {"marketer@example.org"}
+    assert all(str(m["Subject"]).startswith("[TEST] ") for m in messages)
