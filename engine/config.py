@@ -80,6 +80,9 @@ class SmtpSettings(_Section):
     password_env: str = "VALUEMAIL_SMTP_PASSWORD"
     timeout: float = Field(30.0, gt=0)
     local_hostname: str = ""
+    pool_size: int = Field(4, ge=1, le=64)  # persistent connections shared by the sending threads
+    idle_seconds: float = Field(30.0, gt=0)  # a connection unused this long is closed
+    max_messages_per_connection: int = Field(100, ge=0)  # then QUIT and reopen; 0 = no limit
 
 
 class OutboxSettings(_Section):
