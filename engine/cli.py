@@ -16,7 +16,7 @@ from .runtime import Runtime
 
 #: Modules under engine.commands that each define `register(group)`.
 COMMAND_MODULES = ("database", "segments", "web", "imports", "demo", "send", "validate", "run", "contest", "points", "report_kinds",
-                   "admin", "api_key")
+                   "admin", "api_key", "uncertain", "dkim")
 
 
 class ValuemailGroup(click.Group):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .tomlpos import TomlDocument
@@ -149,8 +150,34 @@ class TrackingSettings(_Section):
     attribution_days: int = Field(7, ge=1, le=365)  # an order this soon after a click is credited to that mail
 
 
+class DkimKeySettings(_Section):
+    """One `[[dkim.keys]]` entry: a private key and the selector its public key is published under."""
+
+    selector: str
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"]
+    private_key_file: str  # PEM, relative to config.toml's directory
+
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*",
+                            value):
+            raise ValueError("must be a DNS name (letters, digits, '-' and '.')")
+        return value
+
+
 class DkimSettings(_Section):
-    """`[dkim]`: signing of SMTP mail (filled in by the DKIM work)."""
+    """`[dkim]`: DKIM signing of the mail the smtp and outbox providers write (no keys: unsigned)."""
+
+    domain: str = ""  # the d= domain; empty: the sender's domain
+    keys: list[DkimKeySettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_selectors(self) -> "DkimSettings":
+        selectors = [k.selector for k in self.keys]
+        if len(selectors) != len(set(selectors)):
+            raise ValueError("each [[dkim.keys]] needs its own selector")
+        return self
 
 
 class WebhookSettings(_Section):
