@@ -168,8 +168,6 @@ class FaultySMTP(SMTP):
         with handler.lock:
             handler.open_now += 1
             handler.max_open = max(handler.max_open, handler.open_now)
-            self.index = len(handler.per_connection)
-            handler.per_connection.append(0)
         super().connection_made(transport)
 
     def connection_lost(self, error):
@@ -183,6 +181,8 @@ class FaultySMTP(SMTP):
             self.greeted = True
             with self.event_handler.lock:
                 self.event_handler.connections += 1
+                self.index = len(self.event_handler.per_connection)
+                self.event_handler.per_connection.append(0)
         await super().smtp_EHLO(hostname)
 
     async def smtp_QUIT(self, arg):
