@@ -204,8 +204,10 @@ def load_key(spec: DkimKeySettings, path: Path) -> DkimKey:
         raise ValueError(f"cannot read it: {exc.strerror}") from None
     try:
         key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise ValueError(f"not an unencrypted PEM private key ({exc})") from None
+    except TypeError:
+        raise ValueError("the key is encrypted; DKIM keys must be stored unencrypted (mode 0600)") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ValueError("not a PEM private key") from None
     if spec.algorithm == "rsa-sha256":
         if not isinstance(key, rsa.RSAPrivateKey):
             raise ValueError(f"algorithm is rsa-sha256 but the file holds an {_kind(key)} key")
