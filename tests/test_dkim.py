@@ -190,8 +190,8 @@ def test_key_file_problems_are_config_errors_naming_the_file(tmp_path, key_files
         "missing.pem": ("rsa-sha256", None, "file not found"),
         "dir.pem": ("rsa-sha256", "dir", "cannot read it: Is a directory"),
         "junk.pem": ("rsa-sha256", b"not a key", "not a PEM private key"),
-        "ed-as-rsa.pem": ("rsa-sha256", (key_files / "ed.pem").read_bytes(), "holds an Ed25519 key"),
-        "rsa-as-ed.pem": ("ed25519-sha256", (key_files / "rsa.pem").read_bytes(), "holds an RSA key"),
+        "ed-as-rsa.pem": ("rsa-sha256", (key_files / "ed.pem").read_bytes(), "algorithm is rsa-sha256 but the file holds an Ed25519 key"),
+        "rsa-as-ed.pem": ("ed25519-sha256", (key_files / "rsa.pem").read_bytes(), "algorithm is ed25519-sha256 but the file holds an RSA key"),
         "small.pem": ("rsa-sha256", rsa.generate_private_key(public_exponent=65537, key_size=1024).private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
             "the RSA key has 1024 bits; DKIM keys need at least 2048"),
