@@ -34,6 +34,7 @@ OVERSIGNED = ("From",)
 
 _WSP_RUN = re.compile(rb"[ \t]+")
 _FOLD = re.compile(rb"\r\n(?=[ \t])")
+_TRAILING_WSP = re.compile(rb" \r\n")
 _LINE_WIDTH = 76
 
 
@@ -119,11 +120,8 @@ def relaxed_header(raw: bytes) -> bytes:
 
 def relaxed_body(body: bytes) -> bytes:
     """RFC 6376 3.4.4: trailing white space dropped, runs as one space, empty lines at the end removed."""
-    lines = body.split(b"\r\n")
-    out = [_WSP_RUN.sub(b" ", line).rstrip(b" ") for line in lines]
-    while out and out[-1] == b"":
-        out.pop()
-    return b"\r\n".join(out) + b"\r\n" if out else b""
+    body = _TRAILING_WSP.sub(b"\r\n", _WSP_RUN.sub(b" ", body)).rstrip(b" ").rstrip(b"\r\n")
+    return body + b"\r\n" if body else b""
 
 
 def _fields(head: bytes) -> list[tuple[str, bytes]]:

@@ -127,13 +127,13 @@ class SmtpPool:
         """Give the slot back, keeping `conn` for reuse unless it has carried its quota."""
         limit = self.options.max_messages_per_connection
         retire = conn is not None and limit and conn.messages >= limit
-        if conn is not None and not retire:
+        if retire:
+            _quit(conn)  # before the slot is free, so the server never sees more than pool_size
+        elif conn is not None:
             conn.last_used = self.clock()
             with self._lock:
                 self._idle.append(conn)
         self._slots.release()
-        if retire:
-            _quit_all([conn])
 
     def open(self) -> _Connection:
         """A new connection, greeted, secured and logged in."""

@@ -103,3 +103,24 @@ def test_every_message_ends_delivered_once_failed_or_uncertain_with_its_reason(f
     assert set(at_server) <= {row.message_id for row in rows.values()}
     # The pool never went above its size, however the faults closed connections.
     assert sink.handler.max_open <= 2
+
+
+def test_sending_threads_share_the_pool_and_it_closes_at_the_end(project, database_url):
+    only_spring_sale(project)
+    with SmtpSink() as sink:
+        settings = write_settings(
+            project, database_url, sending={"concurrency": 4, "batch_size": 10},
+            extra=(f'[provider]\nname = "smtp"\n[provider.smtp]\nport = {sink.port}\ntimeout = 5\npool_size = 2\n'
+                   'max_messages_per_connection = 15\n'))
+        engine = add_recipients(settings, [f"r{i}" for i in range(62)])
+        engine.dispose()
+        result = cli(settings, "send", "spring-sale")
+        assert result.exit_code == 0, result.output
+        assert "sent 62" in result.output
+        handler = sink.handler
+        assert handler.open_now == 0  # the last thread out closed the pool
+    assert len(handler.count_at_server()) == 62 and max(handler.count_at_server().values()) == 1
+    # Four threads, at most two connections at a time, each retired after 15 messages; every one
+    # ended with QUIT (retired, or closed with the pool at the end), none was just dropped.
+    assert handler.max_open == 2 and max(handler.per_connection) == 15 and sum(handler.per_connection) == 62
+    assert len(handler.per_connection) >= 5 and handler.quits == len(handler.per_connection)
