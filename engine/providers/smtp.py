@@ -99,9 +99,10 @@ class _Connection:
 class SmtpPool:
     """At most `options.pool_size` connections, shared by every instance of one provider factory.
 
-    A send checks a connection out and back in; a thread waits while all are busy. Connections
-    idle longer than `idle_seconds` are closed, and one that carried `max_messages_per_connection`
-    messages is closed with QUIT. When the last instance that sent closes, the pool closes all.
+    A send checks a connection out and back in; a thread waits while all are busy. A background
+    thread closes connections idle longer than `idle_seconds`, and one that carried
+    `max_messages_per_connection` messages is closed with QUIT. When the last instance that sent
+    closes, the pool closes every connection.
     """
 
     options: SmtpOptions
@@ -109,6 +110,8 @@ class SmtpPool:
     _slots: threading.BoundedSemaphore = field(init=False)
     _idle: list[_Connection] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _wake: threading.Event = field(default_factory=threading.Event)
+    _reaper: threading.Thread | None = None
     _users: int = 0
 
     def __post_init__(self):
@@ -126,13 +129,15 @@ class SmtpPool:
     def checkin(self, conn: _Connection | None) -> None:
         """Give the slot back, keeping `conn` for reuse unless it has carried its quota."""
         limit = self.options.max_messages_per_connection
-        retire = conn is not None and limit and conn.messages >= limit
-        if retire:
+        if conn is not None and limit and conn.messages >= limit:
             _quit(conn)  # before the slot is free, so the server never sees more than pool_size
         elif conn is not None:
             conn.last_used = self.clock()
             with self._lock:
                 self._idle.append(conn)
+                if self._reaper is None:
+                    self._reaper = threading.Thread(target=self._reap, name="valuemail-smtp-idle", daemon=True)
+                    self._reaper.start()
         self._slots.release()
 
     def open(self) -> _Connection:
@@ -161,19 +166,26 @@ class SmtpPool:
             self._users += 1
 
     def leave(self) -> None:
-        """An instance is done; the last one out closes the idle connections."""
+        """An instance is done; the last one out closes every pooled connection."""
         with self._lock:
             self._users -= 1
-            idle = self._idle if self._users <= 0 else self._expire()
-            if self._users <= 0:
-                self._idle = []
+            idle, self._idle = (self._idle, []) if self._users <= 0 else ([], self._idle)
+        self._wake.set()
         _quit_all(idle)
 
-    def close(self) -> None:
-        """QUIT every idle connection."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        _quit_all(idle)
+    def _reap(self) -> None:
+        """Close connections as they pass `idle_seconds` unused; ends when none is left idle."""
+        while True:
+            with self._lock:
+                stale = self._expire()
+                if not self._idle:
+                    self._reaper = None
+                    break
+                wait = min(c.last_used for c in self._idle) + self.options.idle_seconds - self.clock()
+            _quit_all(stale)
+            self._wake.wait(max(wait, 0.01))
+            self._wake.clear()
+        _quit_all(stale)
 
     def _expire(self) -> list[_Connection]:
         """Remove (and return, to be closed outside the lock) connections idle too long."""
