@@ -260,3 +260,13 @@ def test_show_without_keys_says_mail_is_unsigned(tmp_path):
     (tmp_path / "config.toml").write_text("")
     result = run_cli(tmp_path, "dkim", "show")
     assert result.exit_code == 0 and "unsigned" in result.output
+
+
+def test_validate_reports_a_bad_key_file(project, settings):
+    config = project / "config.toml"
+    config.write_text(config.read_text() + '[[dkim.keys]]\nselector = "s1"\nalgorithm = "rsa-sha256"\n'
+                      'private_key_file = "keys/none.pem"\n')
+    result = cli(settings, "validate")
+    line = config.read_text().splitlines().index('private_key_file = "keys/none.pem"') + 1
+    assert result.exit_code == 1
+    assert f"config.toml:{line}: DKIM key 's1': {project / 'keys' / 'none.pem'}: file not found" in result.output
