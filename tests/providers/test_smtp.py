@@ -204,11 +204,11 @@ def test_a_drop_while_the_data_is_written_is_temporary(tmp_path):
 
 
 @pytest.mark.parametrize("fault, stored", [("drop:after-dot", 1), ("drop:after-dot-lost", 0), ("drop:during-data", 0),
-                                           ("slow:2", 1)])
+                                           ("slow:4", 1)])
 def test_no_answer_to_the_final_dot_is_uncertain(fault, stored):
     with SmtpSink() as sink:
         sink.handler.faults["x@example.com"] = Fault(fault)
-        provider = provider_for(sink, timeout=1)
+        provider = provider_for(sink, timeout=2)
         result = provider.send(message("x@example.com"))
         after = provider.send(message("y@example.com"))  # a fresh connection takes over
         provider.close()
@@ -320,3 +320,21 @@ def test_an_idle_connection_is_closed_in_the_background_without_another_send():
         assert provider.send(message()).outcome is Outcome.sent  # and the next send opens a fresh one
         provider.close()
     assert 0.2 < closed_after < 2 and sink.handler.connections == 2
+
+
+def test_a_busy_greeting_is_unavailable_with_its_retry_time():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+
+        def greet():
+            conn, _ = busy.accept()
+            with conn:
+                conn.sendall(b"421 4.3.2 too busy, try again in 2 minutes\r\n")
+
+        greeter = threading.Thread(target=greet)
+        greeter.start()
+        result = SmtpProvider(SmtpOptions(host="127.0.0.1", port=busy.getsockname()[1], timeout=2)).send(message())
+        greeter.join()
+    assert (result.outcome, result.code, result.unavailable, result.retry_after) == (Outcome.temporary, 421, True, 120)
+    assert "too busy" in result.error

@@ -44,8 +44,8 @@ CASES = {
     "drop-after-dot-kept": (Fault("drop:after-dot"), "uncertain", "no reply to the end of the message", 1),
     "drop-after-dot-lost": (Fault("drop:after-dot-lost"), "uncertain", "no reply to the end of the message", 0),
     "drop-after-accept": (Fault("drop:after-accept"), "sent", None, 1),
-    "slow-data": (Fault("slow:2.5"), "uncertain", "timed out", 1),
-    "slow-rcpt-once": (Fault("slow-rcpt:2.5", times=1), "sent", None, 1),
+    "slow-data": (Fault("slow:6"), "uncertain", "timed out", 1),
+    "slow-rcpt-once": (Fault("slow-rcpt:6", times=1), "sent", None, 1),
 }
 
 
@@ -57,7 +57,7 @@ def faulty_run(project, database_url):
             project, database_url,
             sending={"concurrency": 3, "batch_size": 5, "max_attempts": 3, "retry_base_seconds": 0.05,
                      "retry_max_seconds": 1.0, "pause_after_errors": 0},
-            extra=f'[provider]\nname = "smtp"\n[provider.smtp]\nport = {sink.port}\ntimeout = 1\npool_size = 2\n')
+            extra=f'[provider]\nname = "smtp"\n[provider.smtp]\nport = {sink.port}\ntimeout = 3\npool_size = 2\n')
         yield settings, sink
 
 
