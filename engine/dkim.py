@@ -47,6 +47,7 @@ class DkimKey:
     private_key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
     def public_key_b64(self) -> str:
+        """The p= value: the SubjectPublicKeyInfo for RSA, the raw 32-byte key for Ed25519 (RFC 8463 4)."""
         public = self.private_key.public_key()
         if self.algorithm == "ed25519-sha256":
             raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -59,7 +60,8 @@ class DkimKey:
         k = "ed25519" if self.algorithm == "ed25519-sha256" else "rsa"
         return f"v=DKIM1; k={k}; p={self.public_key_b64()}"
 
-    def sign_digest_input(self, data: bytes) -> bytes:
+    def signature(self, data: bytes) -> bytes:
+        """The raw signature of the canonicalized header data."""
         if self.algorithm == "ed25519-sha256":
             # RFC 8463 3: PureEdDSA over the SHA-256 hash of the canonicalized data.
             return self.private_key.sign(hashlib.sha256(data).digest())
@@ -67,11 +69,12 @@ class DkimKey:
 
 
 def dns_name(selector: str, domain: str) -> str:
+    """Where a key's TXT record is published."""
     return f"{selector}._domainkey.{domain}"
 
 
 def zone_line(key: DkimKey, domain: str) -> str:
-    """The record as a zone-file line; long values split into 255-octet strings (RFC 7208 3.3 style)."""
+    """The record as a zone-file line; long values split into strings of at most 255 octets (RFC 1035 3.3)."""
     value = key.txt_value()
     chunks = " ".join(f'"{value[i:i + 255]}"' for i in range(0, len(value), 255))
     return f"{dns_name(key.selector, domain)}. IN TXT ( {chunks} )"
@@ -106,7 +109,7 @@ class DkimSigner:
             ])
             unsigned = b"DKIM-Signature: " + value
             signed_data = canonical + relaxed_header(unsigned).rstrip(b"\r\n")
-            b = base64.b64encode(key.sign_digest_input(signed_data))
+            b = base64.b64encode(key.signature(signed_data))
             signatures.append(unsigned + _fold_b64(b, len(value.rsplit(b"\r\n", 1)[-1]) + 1) + b"\r\n")
         return b"".join(signatures) + data
 
