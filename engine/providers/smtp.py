@@ -162,6 +162,7 @@ class SmtpPool:
         return _Connection(smtp, last_used=self.clock())
 
     def join(self) -> None:
+        """An instance starts using the pool."""
         with self._lock:
             self._users += 1
 
@@ -234,6 +235,7 @@ class SmtpProvider:
         return cls(options, pool=pool, sign=context.dkim.sign if context.dkim else None)
 
     def send(self, message: OutgoingMessage) -> SendResult:
+        """Sign (with `[dkim]` keys) and send one message on a pooled connection."""
         if not self._joined:
             self.pool.join()
             self._joined = True
@@ -258,6 +260,11 @@ class SmtpProvider:
                         # message reached it, so a fresh connection may try straight away.
                         continue
                     return SendResult.temporary(exc.describe())
+                except BaseException:
+                    # Never give a connection in the middle of a transaction back to the pool.
+                    conn.smtp.close()
+                    conn = None
+                    raise
                 if not keep:
                     conn.smtp.close()
                     conn = None
