@@ -31,13 +31,11 @@ class UncertainDelivery:
     reason: str
 
 
-def list_uncertain(session: Session, *, limit: int | None = None) -> list[UncertainDelivery]:
+def list_uncertain(session: Session) -> list[UncertainDelivery]:
     """Uncertain deliveries, oldest first."""
     stmt = (select(Delivery.id, Delivery.run_id, Run.campaign_id, Delivery.email, Delivery.sent_at, Delivery.provider,
                    Delivery.last_error)
             .join(Run, Run.id == Delivery.run_id).where(Delivery.status == Q.uncertain.value).order_by(Delivery.id))
-    if limit is not None:
-        stmt = stmt.limit(limit)
     return [UncertainDelivery(*row[:6], reason=row[6] or "") for row in session.execute(stmt)]
 
 
