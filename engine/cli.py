@@ -16,7 +16,7 @@ from .runtime import Runtime
 
 #: Modules under engine.commands that each define `register(group)`.
 COMMAND_MODULES = ("database", "segments", "web", "imports", "demo", "send", "validate", "run", "contest", "points", "report_kinds",
-                   "admin", "api_key", "providers")
+                   "admin", "api_key", "providers", "uncertain", "dkim")
 
 
 class ValuemailGroup(click.Group):

@@ -82,6 +82,9 @@ class SmtpSettings(_Section):
     password_env: str = "VALUEMAIL_SMTP_PASSWORD"
     timeout: float = Field(30.0, gt=0)
     local_hostname: str = ""
+    pool_size: int = Field(4, ge=1, le=64)  # persistent connections shared by the sending threads
+    idle_seconds: float = Field(30.0, gt=0)  # a connection unused this long is closed
+    max_messages_per_connection: int = Field(100, ge=0)  # then QUIT and reopen; 0 = no limit
 
 
 class OutboxSettings(_Section):
@@ -250,8 +253,34 @@ class TrackingSettings(_Section):
     attribution_days: int = Field(7, ge=1, le=365)  # an order this soon after a click is credited to that mail
 
 
+class DkimKeySettings(_Section):
+    """One `[[dkim.keys]]` entry: a private key and the selector its public key is published under."""
+
+    selector: str
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"]
+    private_key_file: str  # PEM, relative to config.toml's directory
+
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*",
+                            value):
+            raise ValueError("must be a DNS name (letters, digits, '-' and '.')")
+        return value
+
+
 class DkimSettings(_Section):
-    """`[dkim]`: signing of SMTP mail (filled in by the DKIM work)."""
+    """`[dkim]`: DKIM signing of the mail the smtp and outbox providers write (no keys: unsigned)."""
+
+    domain: str = ""  # the d= domain; empty: the sender's domain
+    keys: list[DkimKeySettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_selectors(self) -> "DkimSettings":
+        selectors = [k.selector for k in self.keys]
+        if len(selectors) != len(set(selectors)):
+            raise ValueError("each [[dkim.keys]] needs its own selector")
+        return self
 
 
 class SesWebhookSettings(_Section):

@@ -39,7 +39,7 @@ class _Tally:
     """Counts outcomes from worker threads and feeds a progress bar."""
 
     def __init__(self, progress: Progress | None = None, task=None):
-        self.counts = {"sent": 0, "failed": 0, "skipped": 0, "deferred": 0}
+        self.counts = {"sent": 0, "failed": 0, "skipped": 0, "deferred": 0, "uncertain": 0}
         self.progress, self.task = progress, task
 
     def __call__(self, run_id: int, status: str) -> None:
@@ -53,7 +53,7 @@ def _drain_with_progress(runtime: Runtime, run_ids: list[int], total: int, label
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as progress:
         with Session(runtime.engine) as session:
-            done = sum(n for status, n in ledger.counts(session, run_ids[0]).items() if status in ("sent", "failed", "skipped"))
+            done = sum(n for status, n in ledger.counts(session, run_ids[0]).items() if status in ("sent", "failed", "skipped", "uncertain"))
         task = progress.add_task(label, total=total, completed=done)
         tally = _Tally(progress, task)
         sender = make_sender(runtime, on_outcome=tally)
@@ -71,13 +71,17 @@ def _summary(runtime: Runtime, run_id: int, tally: _Tally, seconds: float) -> No
         counts = ledger.counts(session, run_id)
     rate = tally.counts["sent"] / seconds if seconds > 0 else 0.0
     click.echo(f"this time: sent {tally.counts['sent']}, failed {tally.counts['failed']}, "
-               f"skipped {tally.counts['skipped']}, deferred {tally.counts['deferred']} "
+               f"skipped {tally.counts['skipped']}, deferred {tally.counts['deferred']}, "
+               f"uncertain {tally.counts['uncertain']} "
                f"in {seconds:.1f} s ({rate:.0f} msg/s)")
     click.echo(f"run #{run_id} ({run.status}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if run.status == "paused":
         click.echo(f"run #{run_id} is paused: {run.pause_reason}\nfix the cause, then run the same command to resume.")
     elif counts["queued"]:
         click.echo(f"{counts['queued']} deliveries wait for a retry; `valuemail tick` or `valuemail worker` sends them.")
+    if counts["uncertain"]:
+        click.echo(f"{counts['uncertain']} deliveries are uncertain (maybe delivered, not resent): "
+                   "see `valuemail uncertain`.")
 
 
 @click.command()

@@ -10,6 +10,7 @@ import click
 from ..campaigns import campaign_files, load_campaign
 from ..campaigns.loader import SEGMENTS_FILE
 from ..cli import get_runtime
+from ..dkim import load_keys
 from ..errors import InvalidFile, NotFound, Problem
 from ..rendering import Renderer
 from ..previews import render_previews
@@ -32,6 +33,10 @@ def validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     runtime = get_runtime(ctx, migrated=False)  # loading the settings already validated config.toml
     settings = runtime.settings
     problems: list[Problem] = []
+    try:  # the [dkim] key files, which sending would otherwise only open when it starts
+        load_keys(settings)
+    except InvalidFile as exc:
+        problems.extend(exc.problems)
     segments_path = settings.campaigns_dir / SEGMENTS_FILE
     try:
         segments = load_segments(segments_path)

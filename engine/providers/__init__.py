@@ -7,6 +7,7 @@ from importlib.metadata import entry_points
 from typing import Callable
 
 from ..config import Settings
+from ..dkim import signer_from_settings
 from ..errors import ProviderError
 from .base import Outcome, OutgoingMessage, Provider, ProviderContext, SendResult
 
@@ -28,7 +29,8 @@ def provider_factory(settings: Settings, *, name: str | None = None,
     cls = found[name].load()
     # Our own providers get their typed section; a plug-in gets its [provider.<name>] table as a dict.
     section = settings.provider.section(name)
-    context = ProviderContext(var_dir=str(settings.var_dir), env=dict(os.environ if env is None else env))
+    context = ProviderContext(var_dir=str(settings.var_dir), env=dict(os.environ if env is None else env),
+                              dkim=signer_from_settings(settings))
 
     def make() -> Provider:
         return cls.from_settings(section, context=context)

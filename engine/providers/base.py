@@ -5,7 +5,10 @@ from __future__ import annotations
 import enum
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, TypeVar
+from typing import TYPE_CHECKING, Callable, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from ..dkim import DkimSigner
 
 T = TypeVar("T")
 
@@ -105,6 +108,8 @@ class ProviderContext:
 
     var_dir: str
     env: dict[str, str] = field(default_factory=dict)
+    # `[dkim]` signing, built once per factory; providers that send raw MIME (smtp, outbox) apply it.
+    dkim: "DkimSigner | None" = None
     _shared: dict = field(default_factory=dict, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
