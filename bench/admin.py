@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import random
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -119,7 +120,7 @@ class LogPages:
         from engine.config import load_settings
         from engine.web import create_app
 
-        project = Path(tempfile.mkdtemp(prefix="vm-admin-bench-web-"))
+        self.project = project = Path(tempfile.mkdtemp(prefix="vm-admin-bench-web-"))
         (project / "config.toml").write_text(f'[database]\nurl = "sqlite:///{db_path}"\n'
                                              f'[app]\ntimezone = "{TZ.key}"\n')
         settings = load_settings(project / "config.toml", env={}, secret_key=SECRET)
@@ -161,6 +162,7 @@ class LogPages:
         self.anonymous.close()
         self.server.stop()
         self.engine.dispose()
+        shutil.rmtree(self.project, ignore_errors=True)
 
 
 def main() -> None:
