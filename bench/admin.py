@@ -242,7 +242,8 @@ def main() -> None:
             if pages:
                 pages.close()
         worst = max(worst_query, worst_page)
-        print(f"\nslowest query: {worst_query:.1f} ms" + (f"; slowest page over HTTP: {worst_page:.1f} ms" if pages else "")
+        print(f"\nslowest query: {worst_query:.1f} ms"
+              + (f"; slowest page over HTTP: {worst_page:.1f} ms" if pages else "")
               + f" (target: every page under 100 ms) -> {'met' if worst < 100 else 'NOT met'}")
 
 

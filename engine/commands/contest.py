@@ -122,7 +122,8 @@ def verify(ctx: click.Context, campaign: str, entries_file: Path | None) -> None
 
 @contest.command("purge-unconfirmed")
 @click.option("--days", type=click.IntRange(min=1), default=None,
-              help="Erase those created more than this many days ago (default: [scheduler] purge_unconfirmed_after_days, 30).")
+              help="Erase those created more than this many days ago "
+                   "(default: [scheduler] purge_unconfirmed_after_days, 30).")
 @click.option("--dry-run", is_flag=True, help="Only count them.")
 @click.pass_context
 def purge_unconfirmed(ctx: click.Context, days: int | None, dry_run: bool) -> None:
