@@ -240,6 +240,7 @@ class SchedulerSettings(_Section):
     catch_up_hours: float = Field(24, ge=0)  # an at/cron occurrence missed by longer is skipped
     trigger_window_days: float = Field(3, gt=0)  # triggered sends due longer ago are never sent
     lease_seconds: float = Field(90, gt=0)  # the active scheduler's lease; another takes over after
+    purge_unconfirmed_after_days: int = Field(30, ge=1)  # contest-only contacts never confirmed are erased after
 
 
 class WebSettings(_Section):

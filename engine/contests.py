@@ -32,16 +32,16 @@ from typing import Any, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeSerializer, URLSafeTimedSerializer
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from .errors import NotFound, ValuemailError
 from .models import (TRANSACTIONAL_ONLY, TRANSACTIONAL_STATUSES, Campaign, Contact, ContactStatus, Delivery,
-                     DeliveryStatus, Event, Run, RunStatus)
+                     DeliveryStatus, Event, Order, Run, RunStatus, Suppression)
 from .models import Contest as ContestRow
 from .models import ContestEntry
-from .suppression import email_key, is_suppressed
+from .suppression import email_key, fingerprint, is_suppressed
 from .tokens import MAX_ID, BadToken, TokenSigner
 
 ALGORITHM = "valuemail-contest-v1"
@@ -663,6 +663,48 @@ def confirm_entry(session: Session, confirmation: Confirmation, *, rules: Contes
         ).on_conflict_do_nothing(index_elements=["contact_id", "type", "occurred_at"]))
         session.flush()
     return ConfirmedEntry(contact_id=contact.id, entry=result)
+
+
+#: Contacts erased per purge call; a tick does one call, the command repeats until none is left.
+PURGE_BATCH = 200
+
+
+def unconfirmed_contacts(session: Session, *, older_than: timedelta, now: datetime, limit: int) -> list[int]:
+    """Ids of contacts made for a contest confirmation and never confirmed, untouched for `older_than`.
+
+    Such a contact is still TRANSACTIONAL_ONLY (ticking the newsletter box subscribes), entered no
+    contest, placed no order, was created before the cut-off and was sent nothing since it (a newer
+    confirmation request keeps it: its link may still be followed).
+    """
+    cutoff = now - older_than
+    return list(session.execute(
+        select(Contact.id).where(
+            Contact.status == TRANSACTIONAL_ONLY, Contact.erased_at.is_(None), Contact.created_at < cutoff,
+            ~exists().where(ContestEntry.contact_id == Contact.id),
+            ~exists().where(Order.contact_id == Contact.id),
+            ~exists().where(Delivery.contact_id == Contact.id, Delivery.created_at >= cutoff))
+        .order_by(Contact.id).limit(limit)).scalars())
+
+
+def purge_unconfirmed(session: Session, *, older_than: timedelta, now: datetime, limit: int = PURGE_BATCH) -> int:
+    """Erase (engine.privacy.erase) up to `limit` never-confirmed contest contacts; how many were erased.
+
+    These people never asked to be forgotten, nor to be mailed: once erased, the fingerprint that
+    erasure leaves on the suppression list is removed again unless the address was suppressed
+    before (a bounce or complaint on the confirmation mail), so nothing of the address stays and a
+    later sign-up of their own is not refused.
+    """
+    from .privacy import erase
+
+    ids = unconfirmed_contacts(session, older_than=older_than, now=now, limit=limit)
+    for contact_id in ids:
+        address = session.get(Contact, contact_id).email
+        suppressed = is_suppressed(session, address)
+        erase(session, contact_id, now=now)
+        if not suppressed:
+            session.execute(delete(Suppression).where(Suppression.email_key == fingerprint(email_key(address))))
+    session.flush()
+    return len(ids)
 
 
 def confirmation_campaign(campaign, *, settings):

@@ -1,9 +1,11 @@
-"""`valuemail contest draw|entries|verify`: an auditable prize draw (the algorithm: engine/contests.py)."""
+"""`valuemail contest draw|entries|verify|purge-unconfirmed`: an auditable prize draw (the algorithm:
+engine/contests.py), and the retention purge of contest contacts who never confirmed."""
 
 from __future__ import annotations
 
 import json
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -22,7 +24,7 @@ def register(main: click.Group) -> None:
 
 @click.group()
 def contest() -> None:
-    """Contest draws: draw the winners, publish the entry list, verify a draw."""
+    """Contest draws: draw the winners, publish the entry list, verify a draw; purge unconfirmed contacts."""
 
 
 @contest.command("draw")
@@ -116,6 +118,32 @@ def verify(ctx: click.Context, campaign: str, entries_file: Path | None) -> None
         sys.exit(1)
     click.echo(f"{campaign}: verified: sha256(seed) matches the commitment {document['commitment']}, and the "
                f"{len(verification.recomputed)} winner(s) follow from the seed and the {len(document['entries'])} entries")
+
+
+@contest.command("purge-unconfirmed")
+@click.option("--days", type=click.IntRange(min=1), default=None,
+              help="Erase those created more than this many days ago "
+                   "(default: [scheduler] purge_unconfirmed_after_days, 30).")
+@click.option("--dry-run", is_flag=True, help="Only count them.")
+@click.pass_context
+def purge_unconfirmed(ctx: click.Context, days: int | None, dry_run: bool) -> None:
+    """Erase contacts made for contest confirmations that were never confirmed (the scheduler's tick does it too)."""
+    runtime = get_runtime(ctx)
+    days = runtime.settings.scheduler.purge_unconfirmed_after_days if days is None else days
+    older_than, now = timedelta(days=days), runtime.clock.now()
+    if dry_run:
+        with Session(runtime.engine) as session:
+            found = contests.unconfirmed_contacts(session, older_than=older_than, now=now, limit=sys.maxsize)
+        click.echo(f"{len(found)} contest contact(s) never confirmed within {days} days would be erased")
+        return
+    total = 0
+    while True:  # one transaction per batch: a long purge never holds one big lock
+        with session_scope(runtime.engine) as session:
+            erased = contests.purge_unconfirmed(session, older_than=older_than, now=now)
+        total += erased
+        if erased < contests.PURGE_BATCH:
+            break
+    click.echo(f"erased {total} contest contact(s) never confirmed within {days} days")
 
 
 def _rules(session: Session, runtime, campaign: str) -> contests.ContestRules:

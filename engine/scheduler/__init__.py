@@ -9,6 +9,9 @@ Catch-up policy (documented in the README):
   once; an older one is skipped and reported. For cron only the latest missed fire time counts.
 - triggers: occurrences whose due time is within `[scheduler] trigger_window_days` are sent;
   older ones are never sent (a survey about a half-year-old order helps nobody).
+
+Every tick also erases one batch of contest contacts never confirmed within
+`[scheduler] purge_unconfirmed_after_days` (engine.contests.purge_unconfirmed).
 """
 
 from .occurrences import DueReport, run_due

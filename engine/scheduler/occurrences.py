@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlmodel import Session
 
+from .. import contests
 from ..campaigns import CampaignDefinition, campaign_files
 from ..campaigns.kinds import KindContext
 from ..db import session_scope
@@ -37,6 +38,7 @@ class DueReport:
 def run_due(runtime: Runtime, *, at: datetime) -> DueReport:
     """Start the runs of every occurrence due at `at` (each exactly once) and fill their ledgers."""
     report = DueReport()
+    _purge_unconfirmed(runtime, at, report)
     try:
         segments = load_project_segments(runtime)
     except InvalidFile as exc:
@@ -71,6 +73,15 @@ def run_due(runtime: Runtime, *, at: datetime) -> DueReport:
         prepared = prepare_run(runtime, campaign.id, occurrence_at=instant, segments=segments, campaign=campaign)
         report.started.append((campaign.id, prepared.run_id))
     return report
+
+
+def _purge_unconfirmed(runtime: Runtime, at: datetime, report: DueReport) -> None:
+    """Retention: erase one batch of contest contacts never confirmed (the rest follow on later ticks)."""
+    days = runtime.settings.scheduler.purge_unconfirmed_after_days
+    with session_scope(runtime.engine) as session:
+        erased = contests.purge_unconfirmed(session, older_than=timedelta(days=days), now=at)
+    if erased:
+        report.actions.append(("contacts", f"erased {erased} contest contact(s) never confirmed within {days} days"))
 
 
 def _due_instant(runtime: Runtime, campaign: CampaignDefinition, at: datetime, report: DueReport) -> datetime | None:

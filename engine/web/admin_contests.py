@@ -43,10 +43,7 @@ def contest_detail(campaign_id: str):
     """One contest: window, commitment, entries with referrals, and once drawn the seed, digest, verification, winners."""
     ctx = web_context()
     session = db_session()
-    try:
-        campaign = contests.stored_campaign(session, campaign_id, settings=ctx.settings)
-    except (NotFound, InvalidFile):
-        abort(404)
+    campaign = _contest_campaign(session, campaign_id)
     rules = contests.ContestRules.from_section(campaign.section, tz=ctx.settings.tz)
     row = contests.get_contest(session, campaign_id)
     document = contests.published_document(session, campaign_id, rules=rules) if row else None
@@ -62,6 +59,28 @@ def contest_detail(campaign_id: str):
     return render_template("admin/contest_detail.html", campaign=campaign, rules=rules, row=row, document=document,
                            entrants=found, referrer=referrer, verification=verification, winners=winners,
                            state=contests.window_state(row, rules, now), algorithm=contests.ALGORITHM)
+
+
+def _contest_campaign(session, campaign_id: str):
+    """The contest as last sent (its stored file) or, before its invitation went out, its file as it is now."""
+    ctx = web_context()
+    try:
+        return contests.stored_campaign(session, campaign_id, settings=ctx.settings)
+    except InvalidFile:
+        abort(404)
+    except NotFound:
+        pass
+    path = ctx.settings.campaigns_dir / f"{campaign_id}.toml"
+    # Never sent: no stored copy yet, so the file decides; the id must name a file directly in the folder.
+    if "/" in campaign_id or "\\" in campaign_id or campaign_id.startswith(".") or not path.is_file():
+        abort(404)
+    try:
+        campaign = load_campaign(path, settings=ctx.settings, segment_names=None, today=None)
+    except InvalidFile:
+        abort(404)
+    if campaign.kind_name != CONTEST_KIND:
+        abort(404)
+    return campaign
 
 
 @bp.post("/contests/<campaign_id>/draw")

@@ -57,12 +57,18 @@ class Distribution:
 
 @bp.get("/surveys")
 def surveys():
-    """Every survey campaign with its response count."""
+    """Every survey campaign with its response count and this month's NPS and average rating (with the change)."""
+    ctx = web_context()
     session = db_session()
+    now = ctx.clock.now()
     rows = []
     for campaign, problems in _survey_files():
-        responses = 0 if campaign is None else _responses(session, campaign.id)
-        rows.append((campaign, problems, responses))
+        if campaign is None:
+            rows.append((campaign, problems, 0, None))
+            continue
+        (current,) = satisfaction(session, campaign.id, survey=campaign.section, now=now, period="month", periods=1,
+                                  tz=ctx.settings.tz)
+        rows.append((campaign, problems, _responses(session, campaign.id), current))
     return render_template("admin/surveys.html", rows=rows)
 
 

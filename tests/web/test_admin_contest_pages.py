@@ -91,3 +91,19 @@ def test_a_viewer_cannot_draw_and_a_post_without_csrf_is_refused(settings, db, o
     assert admin.post("/admin/contests/spring-contest/draw", data={}).status_code == 400
     with Session(db) as s:
         assert s.get(Contest, "spring-contest").drawn_at is None
+
+
+def test_a_contest_never_sent_is_linked_and_its_page_shows_the_file(settings, db):
+    client = _client(settings, db, BEFORE_CLOSE)
+    listing = client.get("/admin/contests").text
+    assert 'href="/admin/contests/spring-contest"' in listing and "not opened (no invitation sent yet)" in listing
+    page = client.get("/admin/contests/spring-contest")
+    assert page.status_code == 200
+    text = page.text
+    assert 'id="not-opened"' in text and "not_open" in text and "No entries yet." in text
+    assert "Draw now" not in text and 'class="commitment"' not in text
+    with Session(db) as s:
+        assert s.get(Contest, "spring-contest") is None  # looking never opens the contest
+    assert client.get("/admin/contests/spring-sale").status_code == 404  # a file of another kind
+    assert client.get("/admin/contests/no-such-contest").status_code == 404
+    assert client.get("/admin/contests/..%2Fconfig").status_code == 404

@@ -51,6 +51,21 @@ def test_the_list_shows_survey_campaigns_only(viewer, answered):
     assert 'href="/admin/surveys"' in text
 
 
+def test_the_list_shows_this_months_nps_and_rating_with_the_change(viewer, answered):
+    row = re.search(r'<tr data-campaign="order-survey">.*?</tr>', viewer.get("/admin/surveys").text, re.S).group(0)
+    nps = re.search(r'data-field="nps">(.*?)</td>', row, re.S).group(1)
+    # March: 10, 9, 8 (2 promoters, 1 passive; the test send's 0 left out); February: 10 and 3, NPS 0.
+    assert nps.startswith("66.7 ") and "(+66.7 since 2027-02)" in nps and "2027-03, 3 answers" in nps
+    rating = re.search(r'data-field="rating">(.*?)</td>', row, re.S).group(1)
+    assert rating.startswith("4.0") and "since" not in rating and "1 ratings" in rating  # no rating in February
+
+
+def test_the_list_shows_a_dash_for_a_month_without_answers(viewer):
+    row = re.search(r'<tr data-campaign="order-survey">.*?</tr>', viewer.get("/admin/surveys").text, re.S).group(0)
+    assert 'data-field="nps">-<br><span class="muted">2027-03, 0 answers' in row
+    assert 'data-field="rating">-<br><span class="muted">0 ratings' in row
+
+
 def test_the_detail_shows_distributions_periods_and_escaped_free_text(viewer, answered):
     page = viewer.get("/admin/surveys/order-survey")
     assert page.status_code == 200
