@@ -71,6 +71,15 @@ def campaign_files(campaigns_dir: Path) -> list[Path]:
     return sorted(p for p in campaigns_dir.glob("*.toml") if p.name != SEGMENTS_FILE)
 
 
+def campaign_file(campaigns_dir: Path, campaign_id: str) -> Path | None:
+    """The file of campaign `campaign_id`, or None; the id (often from a URL) must be a plain file stem."""
+    if not campaign_id or "/" in campaign_id or "\\" in campaign_id or campaign_id.startswith(".") \
+            or f"{campaign_id}.toml" == SEGMENTS_FILE:
+        return None
+    path = campaigns_dir / f"{campaign_id}.toml"
+    return path if path.is_file() else None
+
+
 def load_stored(definition: dict, *, settings: Settings) -> CampaignDefinition:
     """The campaign as a run stored it (its file name and source text), so later edits cannot change it."""
     try:

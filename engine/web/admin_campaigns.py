@@ -10,7 +10,7 @@ from flask import abort, flash, make_response, redirect, render_template, reques
 from sqlalchemy import case, func
 from sqlmodel import Session, select
 
-from ..campaigns import CampaignDefinition, campaign_files, load_campaign
+from ..campaigns import CampaignDefinition, campaign_file, campaign_files, load_campaign
 from ..campaigns.loader import SEGMENTS_FILE
 from ..db import read_only
 from ..errors import InvalidFile, NotFound, Problem
@@ -175,10 +175,8 @@ def _runtime() -> Runtime:
 
 
 def _campaign_path(campaign_id: str):
-    path = web_context().settings.campaigns_dir / f"{campaign_id}.toml"
-    # Only a plain file name: the id comes from the URL.
-    if "/" in campaign_id or "\\" in campaign_id or campaign_id.startswith(".") or campaign_id == SEGMENTS_FILE[:-5] \
-            or not path.is_file():
+    path = campaign_file(web_context().settings.campaigns_dir, campaign_id)
+    if path is None:
         abort(404)
     return path
 

@@ -7,7 +7,7 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from .. import contests
-from ..campaigns import campaign_files, load_campaign
+from ..campaigns import campaign_file, campaign_files, load_campaign
 from ..db import session_scope
 from ..errors import InvalidFile, NotFound
 from ..models import Contact, ContestEntry
@@ -70,9 +70,9 @@ def _contest_campaign(session, campaign_id: str):
         abort(404)
     except NotFound:
         pass
-    path = ctx.settings.campaigns_dir / f"{campaign_id}.toml"
-    # Never sent: no stored copy yet, so the file decides; the id must name a file directly in the folder.
-    if "/" in campaign_id or "\\" in campaign_id or campaign_id.startswith(".") or not path.is_file():
+    # Never sent: no stored copy yet, so the file decides.
+    path = campaign_file(ctx.settings.campaigns_dir, campaign_id)
+    if path is None:
         abort(404)
     try:
         campaign = load_campaign(path, settings=ctx.settings, segment_names=None, today=None)
