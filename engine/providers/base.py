@@ -61,8 +61,9 @@ class SendResult:
     # The provider itself is down or unreachable (not this recipient's problem): a fallback
     # provider may take the message. Never set with `uncertain`, whose message may be out already.
     unavailable: bool = False
-    # The provider asked us to slow down (HTTP 429, SMTP 421 or "try again in N seconds"): every
-    # message to it waits `retry_after`, not just this one.
+    # The provider asked us to slow down (HTTP 429, SMTP 421): every message to it waits
+    # `retry_after`, not just this one. (An SMTP "try again in N minutes" on another 4xx only
+    # delays its own message: greylisting or a full mailbox says nothing about the others.)
     throttled: bool = False
 
     @classmethod
