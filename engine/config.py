@@ -311,6 +311,7 @@ class WebhookSettings(_Section):
     tolerance_seconds: int = Field(300, ge=1)  # signed timestamps further from now are refused
     soft_bounce_limit: int = Field(3, ge=1)  # this many soft bounces ...
     soft_bounce_days: int = Field(30, ge=1)  # ... within this many days suppress the address
+    log_days: int = Field(90, ge=1)  # webhook_log rows older than this are deleted by the scheduler's tick
     ses: SesWebhookSettings = SesWebhookSettings()
     sendgrid: SendgridWebhookSettings = SendgridWebhookSettings()
     mailgun: MailgunWebhookSettings = MailgunWebhookSettings()

@@ -12,6 +12,8 @@ Catch-up policy (documented in the README):
 
 Every tick also erases one batch of contest contacts never confirmed within
 `[scheduler] purge_unconfirmed_after_days` (engine.contests.purge_unconfirmed).
+It also deletes webhook log rows older than `[webhooks] log_days` (a batch per tick) and
+webhook nonces older than their retention (engine.webhook_log.purge, engine.bounces.forget_nonces).
 """
 
 from .occurrences import DueReport, run_due

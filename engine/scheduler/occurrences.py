@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlmodel import Session
 
-from .. import contests
+from .. import bounces, contests, webhook_log
 from ..campaigns import CampaignDefinition, campaign_files
 from ..campaigns.kinds import KindContext
 from ..db import session_scope
@@ -39,6 +39,7 @@ def run_due(runtime: Runtime, *, at: datetime) -> DueReport:
     """Start the runs of every occurrence due at `at` (each exactly once) and fill their ledgers."""
     report = DueReport()
     _purge_unconfirmed(runtime, at, report)
+    _purge_webhooks(runtime, at, report)
     try:
         segments = load_project_segments(runtime)
     except InvalidFile as exc:
@@ -82,6 +83,17 @@ def _purge_unconfirmed(runtime: Runtime, at: datetime, report: DueReport) -> Non
         erased = contests.purge_unconfirmed(session, older_than=timedelta(days=days), now=at)
     if erased:
         report.actions.append(("contacts", f"erased {erased} contest contact(s) never confirmed within {days} days"))
+
+
+def _purge_webhooks(runtime: Runtime, at: datetime, report: DueReport) -> None:
+    """Retention: one batch of webhook log rows older than `[webhooks] log_days`, and expired nonces."""
+    days = runtime.settings.webhooks.log_days
+    with session_scope(runtime.engine) as session:
+        deleted = webhook_log.purge(session, older_than=timedelta(days=days), now=at)
+        # Each webhook request forgets old nonces too; this covers the weeks no request comes in.
+        bounces.forget_nonces(session, now=at)
+    if deleted:
+        report.actions.append(("webhooks", f"deleted {deleted} webhook log row(s) older than {days} days"))
 
 
 def _due_instant(runtime: Runtime, campaign: CampaignDefinition, at: datetime, report: DueReport) -> datetime | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -31,17 +31,38 @@ class UncertainDelivery:
     reason: str
 
 
-def list_uncertain(session: Session) -> list[UncertainDelivery]:
-    """Uncertain deliveries, oldest first."""
-    stmt = (select(Delivery.id, Delivery.run_id, Run.campaign_id, Delivery.email, Delivery.sent_at, Delivery.provider,
-                   Delivery.last_error)
-            .join(Run, Run.id == Delivery.run_id).where(Delivery.status == Q.uncertain.value).order_by(Delivery.id))
-    return [UncertainDelivery(*row[:6], reason=row[6] or "") for row in session.execute(stmt)]
-
-
 def _chosen(ids: Sequence[int] | None):
     condition = Delivery.status == Q.uncertain.value
     return condition if ids is None else condition & Delivery.id.in_(list(ids))
+
+
+def _listing(ids: Sequence[int] | None = None) -> Select:
+    return (select(Delivery.id, Delivery.run_id, Run.campaign_id, Delivery.email, Delivery.sent_at, Delivery.provider,
+                   Delivery.last_error)
+            .join(Run, Run.id == Delivery.run_id).where(_chosen(ids)))
+
+
+def _rows(session: Session, stmt: Select) -> list[UncertainDelivery]:
+    return [UncertainDelivery(*row[:6], reason=row[6] or "") for row in session.execute(stmt)]
+
+
+def list_uncertain(session: Session, *, ids: Sequence[int] | None = None) -> list[UncertainDelivery]:
+    """Uncertain deliveries (all, or those of `ids` that are), oldest first."""
+    return _rows(session, _listing(ids).order_by(Delivery.id))
+
+
+def uncertain_page(session: Session, *, before: int | None, limit: int) -> tuple[list[UncertainDelivery], int | None]:
+    """One page of uncertain deliveries, newest first, with ids below `before`; and the next page's `before`."""
+    stmt = _listing().order_by(Delivery.id.desc()).limit(limit + 1)
+    if before is not None:
+        stmt = stmt.where(Delivery.id < before)
+    rows = _rows(session, stmt)
+    return rows[:limit], rows[limit - 1].delivery_id if len(rows) > limit else None
+
+
+def count_uncertain(session: Session) -> int:
+    """How many deliveries are uncertain."""
+    return session.execute(select(func.count()).select_from(Delivery).where(_chosen(None))).scalar_one()
 
 
 def resend(engine: Engine, ids: Sequence[int] | None, *, now: datetime) -> int:

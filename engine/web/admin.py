@@ -9,7 +9,7 @@ from ..campaigns import load_campaign
 from ..db import read_only
 from ..errors import InvalidFile
 from ..models import Run
-from ..sending import ledger
+from ..sending import ledger, uncertain
 from ..surveys import PERIODS, satisfaction
 from . import auth
 from .context import db_session, web_context
@@ -42,8 +42,8 @@ def runs():
         if before is None:
             abort(400)
     page, next_before = list_runs(session, before=before, limit=RUNS_PER_PAGE)
-    return render_template("admin/runs.html", runs=page, next_before=next_before,
-                           statuses=STATUS_ORDER, first_page=before is None)
+    return render_template("admin/runs.html", runs=page, next_before=next_before, statuses=STATUS_ORDER,
+                           first_page=before is None, uncertain=uncertain.count_uncertain(session))
 
 
 @bp.get("/runs/<int:run_id>")
@@ -135,4 +135,5 @@ def _int_arg(name: str) -> int | None:
 
 
 # The ledger-wide pages live in their own module and register on this blueprint.
-from . import admin_campaigns, admin_contacts, admin_contests, admin_reports, admin_surveys  # noqa: E402,F401
+from . import (admin_campaigns, admin_contacts, admin_contests, admin_ops, admin_reports,  # noqa: E402,F401
+               admin_surveys)
