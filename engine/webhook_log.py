@@ -37,5 +37,5 @@ def refusals_since(session: Session, since: datetime) -> int:
 def purge(session: Session, *, older_than: timedelta, now: datetime, limit: int = PURGE_BATCH) -> int:
     """Delete up to `limit` log rows received before `now - older_than`, oldest first; how many."""
     doomed = (select(WebhookLog.id).where(WebhookLog.received_at < now - older_than)
-              .order_by(WebhookLog.id).limit(limit))
+              .order_by(WebhookLog.received_at).limit(limit))
     return session.execute(delete(WebhookLog).where(WebhookLog.id.in_(doomed.scalar_subquery()))).rowcount

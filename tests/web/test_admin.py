@@ -116,8 +116,10 @@ def test_runs_page_counts_with_one_grouped_query(client, db, app):
     logins = [s for s in statements if "admin_users" in s]
     assert len(logins) == 1  # the session's account, checked once per request
     statements = [s for s in statements if s not in logins]
-    assert len(statements) == 2  # the runs, then one GROUP BY for every run on the page
+    # The runs, then one GROUP BY for every run on the page, then the count of uncertain deliveries.
+    assert len(statements) == 3
     assert "GROUP BY" in statements[1].upper()
+    assert "COUNT(*)" in statements[2].upper() and "FROM DELIVERIES" in statements[2].upper()
 
 
 def test_runs_page_keyset_pagination(client, db, monkeypatch):
