@@ -249,7 +249,7 @@ def test_the_webhook_log_newest_first_with_the_refusals_of_the_last_day(admin_cl
     order = ("refusal", "ignored", "hostile", "accepted", "old-refusal")
     assert listed(page) == [webhook_rows[k] for k in order]
     # Two refusals within 24 hours of the app's clock; the one of 25 hours ago does not count.
-    assert '<span class="count">2</span> requests refused in the last 24 hours' in page.text
+    assert '<strong>2</strong> requests refused in the last 24 hours' in page.text
     row = page.text.split(f'<tr id="w{webhook_rows["accepted"]}">')[1].split("</tr>")[0]
     assert "postmark" in row and "accepted" in row and "1 applied" in row and "192.0.2.1" in row
     assert "2027-03-20 04:00 CET" in row
