@@ -185,7 +185,8 @@ def test_a_viewer_sees_the_list_without_buttons_and_cannot_decide(app, db, ledge
     assert "Resend…" not in page.text and "Accept as sent" not in page.text and 'type="checkbox"' not in page.text
     anna = str(ledger["anna@example.com"])
     token = csrf_token(viewer, "/admin/uncertain")
-    for path, form in (("/admin/uncertain/resend", {"id": anna}), ("/admin/uncertain/resend", {"id": anna, "confirm": "yes"}),
+    for path, form in (("/admin/uncertain/resend", {"id": anna}),
+                       ("/admin/uncertain/resend", {"id": anna, "confirm": "yes"}),
                        ("/admin/uncertain/accept", {"id": anna})):
         response = viewer.post(path, data={"csrf_token": token, **form})
         assert response.status_code == 403 and "Ask an admin" in response.text
@@ -207,7 +208,8 @@ def test_forged_or_missing_csrf_tokens_are_refused(admin_client, db, ledger):
 def test_the_runs_page_shows_the_uncertain_count_and_the_nav_links_the_pages(admin_client, db, ledger):
     page = admin_client.get("/admin/runs")
     assert '<a href="/admin/uncertain">4 uncertain deliveries</a>' in page.text
-    assert '<a href="/admin/uncertain">Uncertain</a>' in page.text and '<a href="/admin/webhooks">Webhooks</a>' in page.text
+    assert '<a href="/admin/uncertain">Uncertain</a>' in page.text
+    assert '<a href="/admin/webhooks">Webhooks</a>' in page.text
     ids = [str(ledger[k]) for k in ("anna@example.com", "ben@example.com", HOSTILE_ADDRESS, "cancelled")]
     assert post(admin_client, "/admin/uncertain/accept", id=ids).status_code == 302
     page = admin_client.get("/admin/runs")
