@@ -11,7 +11,8 @@ from ..campaigns import campaign_files, load_campaign
 from ..campaigns.loader import SEGMENTS_FILE
 from ..cli import get_runtime
 from ..dkim import load_keys
-from ..errors import InvalidFile, NotFound, Problem
+from ..errors import InvalidFile, NotFound, Problem, ProviderError
+from ..providers import available, provider_factory
 from ..rendering import Renderer
 from ..previews import render_previews
 from ..segments import load_segments
@@ -33,6 +34,8 @@ def validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     runtime = get_runtime(ctx, migrated=False)  # loading the settings already validated config.toml
     settings = runtime.settings
     problems: list[Problem] = []
+    warnings: list[Problem] = []
+    _check_providers(settings, problems, warnings)
     try:  # the [dkim] key files, which sending would otherwise only open when it starts
         load_keys(settings)
     except InvalidFile as exc:
@@ -49,7 +52,6 @@ def validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     today = runtime.clock.now().astimezone(settings.tz).date()
     variants = 0
     templates: set[str] = set()
-    warnings: list[Problem] = []
     for path in files:
         try:
             campaign = load_campaign(path, settings=settings, segment_names=list(segments) if segments else None,
@@ -60,7 +62,7 @@ def validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
         try:  # dates in the past do not make a file invalid (an ended campaign stays in git), but say so
             load_campaign(path, settings=settings, segment_names=None, today=today)
         except InvalidFile as exc:
-            warnings.extend(exc.problems)
+            warnings.extend(Problem(p.file, p.line, f"{p.message}: it will not be sent") for p in exc.problems)
         composer = Composer(campaign=campaign, run_id=0, settings=settings, renderer=renderer, signer=signer)
         for segment, variant in campaign.variants.items():
             variants += 1
@@ -72,7 +74,7 @@ def validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
                 problems.append(Problem(problem.file, problem.line,
                                         f"{problem.message} (campaign {campaign.id}, variant {segment})"))
     for warning in warnings:
-        click.echo(f"{warning} (warning: it will not be sent)", err=True)
+        click.echo(f"{warning} (warning)", err=True)
     for problem in problems:
         click.echo(str(problem), err=True)
     if problems:
@@ -80,6 +82,24 @@ def validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
         sys.exit(1)
     click.echo(f"ok: {settings.source}, {segments_path.name} ({len(segments)} segments), "
                f"{len(files)} campaign(s), {variants} variant(s), {len(templates)} template(s) compiled and rendered")
+
+
+def _check_providers(settings, problems: list[Problem], warnings: list[Problem]) -> None:
+    """The provider and its fallback must be installed; one that cannot be built yet (a secret missing
+    from this environment, say) is a warning, since validate often runs where the secrets are not."""
+    installed = available()
+    for role, name in (("name", settings.provider.name), ("fallback", settings.provider.fallback)):
+        if not name:
+            continue
+        if name not in installed:
+            problems.append(Problem(settings.source, None, f"[provider] {role}: provider {name!r} is not installed "
+                                                           f"(installed: {', '.join(sorted(installed))})"))
+            continue
+        try:
+            provider_factory(settings, name=name)
+        except ProviderError as exc:
+            warnings.append(Problem(settings.source, None, f"[provider] {role} = {name!r}: {exc}; sending will "
+                                                           f"refuse to start here"))
 
 
 def _campaign_paths(paths: tuple[Path, ...], campaigns_dir: Path) -> list[Path]:

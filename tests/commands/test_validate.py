@@ -5,6 +5,7 @@ from __future__ import annotations
 from email import policy
 from email.parser import BytesParser
 
+from tests.conftest import write_settings
 from tests.sending.test_send import SEGMENTS, only_spring_sale, cli
 from tests.support.data import add_contacts
 
@@ -64,3 +65,16 @@ def test_preview_writes_html_text_and_eml_per_variant(project, settings, db):
     assert "Gold members" in one.output
     missing = cli(settings, "preview", "spring-sale", "--segment", "platinum")
     assert missing.exit_code == 1 and "no segment 'platinum'" in missing.output
+
+
+def test_an_uninstalled_fallback_is_an_error_and_a_missing_secret_a_warning(project, database_url):
+    settings = write_settings(project, database_url, extra='[provider]\nname = "postmark"\nfallback = "pigeon"\n')
+    result = cli(settings, "validate", POSTMARK_TOKEN="")
+    assert result.exit_code == 1, result.output
+    assert "[provider] fallback: provider 'pigeon' is not installed (installed: mailgun, outbox, postmark" in result.output
+    assert "environment variable POSTMARK_TOKEN is not set" in result.output and "(warning)" in result.output
+
+    write_settings(project, database_url, extra='[provider]\nname = "postmark"\nfallback = "outbox"\n')
+    result = cli(settings, "validate", POSTMARK_TOKEN="pm-token")
+    assert result.exit_code == 0, result.output
+    assert "[provider]" not in result.output
