@@ -72,6 +72,9 @@ class SenderSettings(_Section):
     reply_to: str = ""
     postal_address: str = "Example Shop, Keizersgracht 1, 1015 CJ Amsterdam, NL"
     unsubscribe_mailto: str = ""
+    # The right-most field of Feedback-ID, which Gmail's feedback loop reads as the sender: one
+    # constant name for your mail stream (letters, digits, "." and "-").
+    feedback_id: str = Field("valuemail", pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{0,63}$")
 
 
 class SmtpSettings(_Section):

@@ -50,6 +50,7 @@ def test_an_explicit_missing_file_is_an_error(tmp_path):
     ('[mail]\nx = 1\n', "config.toml:1: unknown section or key 'mail'"),
     ('[sending\nx = 1\n', "config.toml:1: invalid TOML"),
     ('[sending]\nrate_per_second = -1\n', "config.toml:2: 'sending.rate_per_second'"),
+    ('[sender]\nfeedback_id = "shop:news"\n', "config.toml:2: 'sender.feedback_id': String should match pattern"),
 ])
 def test_mistakes_name_the_line_and_key(tmp_path, text, expected):
     assert expected in error_of(write(tmp_path, text))

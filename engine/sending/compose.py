@@ -160,7 +160,7 @@ class Composer:
         headers = [
             ("List-Unsubscribe", unsubscribe),
             ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-            ("Feedback-ID", f"{self.run_id}:{self.campaign.id}:valuemail"),
+            ("Feedback-ID", f"{self.run_id}:{self.campaign.id}:{self.settings.sender.feedback_id}"),
         ]
         name = " ".join(p for p in (contact.first_name, contact.last_name) if p)
         # The parts let the builder reuse the encoding of the template's constant text per recipient.

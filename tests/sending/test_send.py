@@ -214,3 +214,12 @@ def test_every_example_campaign_can_be_test_sent(campaign, project, settings, db
     assert messages, result.output
     assert {m["To"].addresses[0].addr_spec for m in messages} == {"marketer@example.org"}
     assert all(str(m["Subject"]).startswith("[TEST] ") for m in messages)
+
+
+def test_feedback_id_names_the_run_the_campaign_and_the_configured_sender(shop, project, database_url, db):
+    add_contacts(db, 2)
+    settings = write_settings(project, database_url, extra='[sender]\nfeedback_id = "shop-news"\n')
+    assert cli(settings, "send", "spring-sale").exit_code == 0
+    messages = [parse(p.read_bytes()) for p in (settings.var_dir / "outbox").glob("*.eml")]
+    assert len(messages) == 2
+    assert {m["Feedback-ID"] for m in messages} == {"1:spring-sale:shop-news"}
