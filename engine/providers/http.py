@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import functools
 import json
 import re
@@ -102,7 +103,7 @@ def body_json(response: requests.Response) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-class HttpProvider:
+class HttpProvider(abc.ABC):
     """Sends one message per API request; subclasses build the request and read the provider's answers.
 
     Not thread-safe: the sender makes one instance per worker thread, and each has its own Session
@@ -120,17 +121,17 @@ class HttpProvider:
 
     # --- for subclasses -------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def build_request(self, message: OutgoingMessage) -> requests.Request:
         """The API request that sends `message`."""
-        raise NotImplementedError
 
     def prepare(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         """A last look at the exact bytes before they go out (SES signs them here)."""
         return request
 
+    @abc.abstractmethod
     def interpret(self, response: requests.Response) -> SendResult | None:
         """The provider's own reading of a response (success, documented errors); None for the common mapping."""
-        raise NotImplementedError
 
     def error_text(self, response: requests.Response) -> str:
         """The provider's error code and message from a failed response."""
