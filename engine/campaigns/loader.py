@@ -10,7 +10,7 @@ from typing import Any, Iterable
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ..config import Settings
-from ..errors import CampaignError, Problem
+from ..errors import CampaignError, InvalidFile, Problem
 from ..providers import available
 from ..tomlpos import TomlDocument
 from ..validation import describe, problems_from
@@ -78,6 +78,18 @@ def campaign_file(campaigns_dir: Path, campaign_id: str) -> Path | None:
         return None
     path = campaigns_dir / f"{campaign_id}.toml"
     return path if path.is_file() else None
+
+
+def load_campaign_id(campaign_id: str, *, settings: Settings, kind: str | None = None) -> CampaignDefinition | None:
+    """Campaign `campaign_id` as its file is now (of `kind`, when given); None when missing, invalid or another kind."""
+    path = campaign_file(settings.campaigns_dir, campaign_id)
+    if path is None:
+        return None
+    try:
+        campaign = load_campaign(path, settings=settings, segment_names=None, today=None)
+    except InvalidFile:
+        return None
+    return campaign if kind is None or campaign.kind_name == kind else None
 
 
 def load_stored(definition: dict, *, settings: Settings) -> CampaignDefinition:

@@ -7,7 +7,7 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from .. import contests
-from ..campaigns import campaign_file, campaign_files, load_campaign
+from ..campaigns import campaign_files, load_campaign, load_campaign_id
 from ..db import session_scope
 from ..errors import InvalidFile, NotFound
 from ..models import Contact, ContestEntry
@@ -71,14 +71,8 @@ def _contest_campaign(session, campaign_id: str):
     except NotFound:
         pass
     # Never sent: no stored copy yet, so the file decides.
-    path = campaign_file(ctx.settings.campaigns_dir, campaign_id)
-    if path is None:
-        abort(404)
-    try:
-        campaign = load_campaign(path, settings=ctx.settings, segment_names=None, today=None)
-    except InvalidFile:
-        abort(404)
-    if campaign.kind_name != CONTEST_KIND:
+    campaign = load_campaign_id(campaign_id, settings=ctx.settings, kind=CONTEST_KIND)
+    if campaign is None:
         abort(404)
     return campaign
 

@@ -11,7 +11,7 @@ from flask import Response, abort, render_template, request, stream_with_context
 from sqlalchemy import and_, func
 from sqlmodel import Session, select
 
-from ..campaigns import CampaignDefinition, campaign_file, campaign_files, load_campaign
+from ..campaigns import CampaignDefinition, campaign_files, load_campaign, load_campaign_id
 from ..csvexport import rows_as_csv
 from ..db import read_only
 from ..errors import InvalidFile
@@ -138,15 +138,8 @@ def _survey_files() -> list[tuple[CampaignDefinition | None, list]]:
 
 
 def _survey(campaign_id: str) -> CampaignDefinition:
-    ctx = web_context()
-    path = campaign_file(ctx.settings.campaigns_dir, campaign_id)
-    if path is None:
-        abort(404)
-    try:
-        campaign = load_campaign(path, settings=ctx.settings, segment_names=None, today=None)
-    except InvalidFile:
-        abort(404)
-    if campaign.kind_name != SURVEY_KIND:
+    campaign = load_campaign_id(campaign_id, settings=web_context().settings, kind=SURVEY_KIND)
+    if campaign is None:
         abort(404)
     return campaign
 

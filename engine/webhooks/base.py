@@ -116,6 +116,13 @@ class WebhookDeps:
     env: Mapping[str, str]
     cache: dict[str, Any] = field(default_factory=dict)
 
+    def secret(self, env_name: str, *, missing: str) -> str:
+        """The secret in environment variable `env_name`; WebhookNotConfigured(`missing`) when unset or empty."""
+        value = self.env.get(env_name, "") if env_name else ""
+        if not value:
+            raise WebhookNotConfigured(missing)
+        return value
+
 
 def load_json(body: bytes) -> Any:
     """The body parsed as JSON, or WebhookMalformed saying why not."""

@@ -12,7 +12,7 @@ import hmac
 
 from ..config import WebhookSettings
 from .base import (DELIVERY_KEY, RUN_KEY, BounceKind, EventType, Parsed, WebhookDeps, WebhookEvent,
-                   WebhookNotConfigured, WebhookRefused, WebhookRequest, check_timestamp, load_json, parse_time,
+                   WebhookRefused, WebhookRequest, check_timestamp, load_json, parse_time,
                    require_object, text)
 
 SEVERITIES = {"permanent": BounceKind.hard, "temporary": BounceKind.soft}
@@ -76,7 +76,5 @@ def _event(data: dict) -> WebhookEvent | None:
 def build(settings: WebhookSettings, *, deps: WebhookDeps) -> MailgunVerifier:
     """The Mailgun verifier, refusing everything while the signing key is not set."""
     name = settings.mailgun.signing_key_env
-    key = deps.env.get(name, "") if name else ""
-    if not key:
-        raise WebhookNotConfigured(f"the Mailgun webhook signing key is not set: put it in ${name}")
+    key = deps.secret(name, missing=f"the Mailgun webhook signing key is not set: put it in ${name}")
     return MailgunVerifier(signing_key=key.encode("utf-8"), tolerance=settings.tolerance_seconds)

@@ -79,8 +79,8 @@ def _event(record: dict) -> WebhookEvent | None:
 def build(settings: WebhookSettings, *, deps: WebhookDeps) -> PostmarkVerifier:
     """The Postmark verifier, refusing everything while username or password is not set."""
     name = settings.postmark.password_env
-    password = deps.env.get(name, "") if name else ""
-    if not settings.postmark.username or not password:
-        raise WebhookNotConfigured(
-            f"Postmark webhook credentials are not set: set [webhooks.postmark] username and ${name}")
+    missing = f"Postmark webhook credentials are not set: set [webhooks.postmark] username and ${name}"
+    password = deps.secret(name, missing=missing)
+    if not settings.postmark.username:
+        raise WebhookNotConfigured(missing)
     return PostmarkVerifier(username=settings.postmark.username, password=password)

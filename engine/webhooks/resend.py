@@ -84,9 +84,7 @@ def _tags(value) -> dict[str, str]:
 def build(settings: WebhookSettings, *, deps: WebhookDeps) -> ResendVerifier:
     """The Resend verifier, refusing everything while the signing secret is not set."""
     name = settings.resend.secret_env
-    raw = deps.env.get(name, "") if name else ""
-    if not raw:
-        raise WebhookNotConfigured(f"the Resend webhook signing secret is not set: put it in ${name}")
+    raw = deps.secret(name, missing=f"the Resend webhook signing secret is not set: put it in ${name}")
     try:
         secret = base64.b64decode(raw.removeprefix(SECRET_PREFIX), validate=True)
     except (binascii.Error, ValueError):

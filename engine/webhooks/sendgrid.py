@@ -113,9 +113,7 @@ def load_public_key(raw: str) -> ec.EllipticCurvePublicKey:
 def build(settings: WebhookSettings, *, deps: WebhookDeps) -> SendgridVerifier:
     """The SendGrid verifier, refusing everything while the verification key is not set."""
     name = settings.sendgrid.public_key_env
-    raw = deps.env.get(name, "") if name else ""
-    if not raw:
-        raise WebhookNotConfigured(f"the SendGrid verification key is not set: put it in ${name}")
+    raw = deps.secret(name, missing=f"the SendGrid verification key is not set: put it in ${name}")
     cached = deps.cache.get("sendgrid.key")
     if cached is None or cached[0] != raw:
         cached = (raw, load_public_key(raw))
