@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Callable
 
 from sqlalchemy import func, select
@@ -82,7 +82,13 @@ def prepare_run(runtime: Runtime, campaign_id: str, *, again: bool = False, occu
                     f"{done.finished_at.astimezone(runtime.settings.tz):%Y-%m-%d %H:%M %Z}); "
                     "nothing was sent. Use --again to send another occurrence.")
         if run is None:
-            run, created = ledger.create_run(session, campaign, occurrence_at=occurrence_at or now, now=now)
+            at = occurrence_at or now
+            run, created = ledger.create_run(session, campaign, occurrence_at=at, now=now)
+            while not created and occurrence_at is None:
+                # A manual send is always a new occurrence; its instant was taken by a finished run
+                # (two sends within one clock tick, e.g. under --as-of): the next microsecond is free.
+                at += timedelta(microseconds=1)
+                run, created = ledger.create_run(session, campaign, occurrence_at=at, now=now)
         else:
             created = False
     if run.status == RunStatus.populating.value:

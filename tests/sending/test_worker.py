@@ -76,3 +76,14 @@ def test_the_rate_limiter_spaces_messages():
         limiter.wait()
     assert time.monotonic() - start >= 0.19
     assert RateLimiter(0).interval == 0  # 0 means unlimited: wait() returns at once
+
+
+def test_a_second_manual_send_at_the_same_instant_is_a_new_occurrence(project, settings, db):
+    only_spring_sale(project)
+    add_contacts(db, 2)
+    runtime = Runtime(settings=settings, clock=FixedClock(T0))  # both sends see the very same instant
+    runtime.__dict__["engine"] = db
+    first = prepare_run(runtime, "spring-sale")
+    _sender(settings, db, lambda: OutboxProvider(settings.var_dir / "outbox")).drain([first.run_id])
+    again = prepare_run(runtime, "spring-sale", again=True)
+    assert again.run_id != first.run_id and not again.resumed and again.total == 2
