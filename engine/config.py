@@ -221,8 +221,12 @@ class ProviderSettings(_Section):
 
 class SendingSettings(_Section):
     rate_per_second: float = Field(0, ge=0)
-    concurrency: int = Field(4, ge=1, le=64)
-    batch_size: int = Field(500, ge=1, le=100_000)
+    # API requests in flight at once per sending process (HTTP providers; SMTP has pool_size).
+    concurrency: int = Field(32, ge=1, le=256)
+    batch_size: int = Field(500, ge=1, le=100_000)  # deliveries claimed, checked and handed to the provider at once
+    processes: int = Field(0, ge=0, le=64)  # sending processes of one `valuemail send`; 0 = one per CPU core
+    commit_every: int = Field(200, ge=1, le=100_000)  # outcomes per group commit at most ...
+    commit_ms: float = Field(200, gt=0, le=60_000)  # ... and at least this often while outcomes wait
     max_attempts: int = Field(5, ge=1)
     retry_base_seconds: float = Field(60, ge=0)
     retry_max_seconds: float = Field(3600, ge=0)

@@ -9,7 +9,7 @@ from typing import Callable
 from ..config import Settings
 from ..dkim import signer_from_settings
 from ..errors import ProviderError
-from .base import Outcome, OutgoingMessage, Provider, ProviderContext, SendResult
+from .base import Outcome, OutgoingMessage, Provider, ProviderContext, SendResult, send_batch
 
 ENTRY_POINT_GROUP = "valuemail.providers"
 
@@ -30,7 +30,7 @@ def provider_factory(settings: Settings, *, name: str | None = None,
     # Our own providers get their typed section; a plug-in gets its [provider.<name>] table as a dict.
     section = settings.provider.section(name)
     context = ProviderContext(var_dir=str(settings.var_dir), env=dict(os.environ if env is None else env),
-                              dkim=signer_from_settings(settings))
+                              dkim=signer_from_settings(settings), concurrency=settings.sending.concurrency)
 
     def make() -> Provider:
         return cls.from_settings(section, context=context)
@@ -39,4 +39,4 @@ def provider_factory(settings: Settings, *, name: str | None = None,
     return make
 
 
-__all__ = ["Outcome", "OutgoingMessage", "Provider", "ProviderContext", "SendResult", "provider_factory", "available"]
+__all__ = ["Outcome", "OutgoingMessage", "Provider", "ProviderContext", "SendResult", "provider_factory", "available", "send_batch"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol, TypeVar
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence, TypeVar
 
 if TYPE_CHECKING:
     from ..dkim import DkimSigner
@@ -86,12 +86,32 @@ class SendResult:
 
 
 class Provider(Protocol):
-    """Sends messages; one instance per worker thread, never shared between threads."""
+    """Sends messages; one instance per sending process, used by one thread at a time.
+
+    `send_batch` is the sending path: the sender hands it up to `[sending] batch_size` messages
+    and gets one result per message, in the same order. A provider keeps many of them in flight
+    at once (pipelined SMTP connections, a batch API endpoint, concurrent requests); `send` is
+    one message alone (test sends, tools). A provider without `send_batch` (an older plug-in)
+    is sent one message at a time through `send` (see `send_batch` below).
+    """
 
     name: str
 
     def send(self, message: OutgoingMessage) -> SendResult:
         """Send one message; per-message failures are results, not exceptions."""
+        ...
+
+    def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """Send many messages; one result per message, in order; failures are results, not exceptions.
+
+        Messages the provider did not even try because it asked us to slow down (HTTP 429, SMTP
+        421) get a `throttled` temporary result: they are requeued without counting an attempt.
+        """
+        ...
+
+    @classmethod
+    def from_settings(cls, settings, *, context: "ProviderContext") -> "Provider":
+        """Build from the provider's settings section (a typed section, or a dict for a plug-in)."""
         ...
 
     def close(self) -> None:
@@ -109,6 +129,8 @@ class ProviderContext:
 
     var_dir: str
     env: dict[str, str] = field(default_factory=dict)
+    # `[sending] concurrency`: API requests a provider may have in flight at once in one process.
+    concurrency: int = 4
     # `[dkim]` signing, built once per factory; providers that send raw MIME (smtp, outbox) apply it.
     dkim: "DkimSigner | None" = None
     _shared: dict = field(default_factory=dict, repr=False, compare=False)
@@ -120,3 +142,14 @@ class ProviderContext:
             if key not in self._shared:
                 self._shared[key] = build()
             return self._shared[key]
+
+
+def send_batch(provider, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+    """`provider.send_batch(messages)`, or one `send` after another for a provider without it."""
+    batch = getattr(provider, "send_batch", None)
+    if batch is not None:
+        results = list(batch(messages))
+        if len(results) != len(messages):
+            raise RuntimeError(f"provider {provider.name}: {len(results)} results for {len(messages)} messages")
+        return results
+    return [provider.send(m) for m in messages]
