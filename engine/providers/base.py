@@ -152,4 +152,12 @@ def send_batch(provider, messages: Sequence[OutgoingMessage]) -> list[SendResult
         if len(results) != len(messages):
             raise RuntimeError(f"provider {provider.name}: {len(results)} results for {len(messages)} messages")
         return results
-    return [provider.send(m) for m in messages]
+    results: list[SendResult] = []
+    for message in messages:
+        result = provider.send(message)
+        results.append(result)
+        if result.outcome is Outcome.temporary and result.throttled:
+            # It asked us to slow down: the rest are not tried, and wait as long as it said.
+            results.extend([result] * (len(messages) - len(results)))
+            break
+    return results

@@ -5,15 +5,19 @@ Guarantees, on SQLite and PostgreSQL alike:
 - filling the ledger is checkpointed by contact id, so a crash mid-fill resumes without gaps;
 - a claim is one atomic UPDATE ... RETURNING (PostgreSQL adds FOR UPDATE SKIP LOCKED), so two
   workers never hold the same row;
-- each outcome is committed right after the provider answers, so after a crash only the message
-  a worker thread had handed to the provider (at most one per thread) can be sent twice.
+- outcomes are written in group commits (`record`); a sending process keeps fewer than
+  `[sending] commit_every` of them uncommitted before it hands its next batch to the provider, so
+  after a crash only messages the provider accepted and whose outcome was not yet committed can be
+  sent twice (`bounds.duplicate_bound`).
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from datetime import datetime, timedelta
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Iterable, Sequence
 
 from sqlalchemy import and_, bindparam, delete, func, literal, or_, select, true, update
@@ -206,22 +210,8 @@ def _release_claims(session, worker_ids: Sequence[str], delivery_ids: Sequence[i
 
 def release(engine: Engine, worker_id: str, delivery_ids: Sequence[int]) -> int:
     """Give claimed rows back to the queue untouched (e.g. the run was paused mid-batch)."""
-    if not delivery_ids:
-        return 0
-    with engine.begin() as conn:  # Core, not an ORM session: this is on the per-message path
-        return _release_claims(conn, [worker_id], delivery_ids)
-
-
-def defer(engine: Engine, worker_id: str, delivery_ids: Sequence[int], *, until: datetime, reason: str,
-          now: datetime) -> int:
-    """Requeue claimed rows for `until` without counting an attempt (their provider asked us to wait)."""
-    if not delivery_ids:
-        return 0
-    with engine.begin() as conn:  # Core, not an ORM session: this is on the per-message path
-        return conn.execute(update(Delivery).where(
-            Delivery.id.in_(delivery_ids), Delivery.status == Q.claimed.value, Delivery.claimed_by == worker_id,
-        ).values(status=Q.queued.value, claimed_by=None, claimed_at=None, next_attempt_at=until,
-                 last_error=reason[:1000], updated_at=now)).rowcount
+    now = datetime.now(timezone.utc)
+    return record(engine, worker_id, [Outcome(d, Change.released, now) for d in delivery_ids])
 
 
 def claim(engine: Engine, *, run_id: int, worker_id: str, limit: int, now: datetime) -> list[int]:
@@ -253,60 +243,115 @@ def claim(engine: Engine, *, run_id: int, worker_id: str, limit: int, now: datet
 
 # -- outcomes -----------------------------------------------------------------------------------
 
-def _mine(delivery_id: int, worker_id: str):
-    return and_(Delivery.id == delivery_id, Delivery.status == Q.claimed.value, Delivery.claimed_by == worker_id)
+class Change(str, enum.Enum):
+    """What an outcome does to a claimed delivery row."""
+
+    sent = "sent"  # the provider accepted it
+    uncertain = "uncertain"  # it went out whole, the answer was lost: never requeued automatically
+    attempt_failed = "attempt_failed"  # an attempt failed: requeued for `retry_at`, or failed for good
+    skipped = "skipped"  # not to be sent (unsubscribed, suppressed, opted out, capped)
+    deferred = "deferred"  # its provider asked us to wait: requeued for `retry_at`, no attempt counted
+    released = "released"  # given back to the queue untouched
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One delivery's outcome, written with many others in one transaction (`record`)."""
+
+    delivery_id: int
+    change: Change
+    at: datetime
+    provider: str | None = None
+    provider_message_id: str | None = None
+    message_id: str | None = None
+    error: str | None = None
+    retry_at: datetime | None = None  # attempt_failed: None means failed for good; deferred: when
+
+    @property
+    def status(self) -> str:
+        """The row's status once written."""
+        if self.change is Change.attempt_failed:
+            return Q.failed.value if self.retry_at is None else Q.queued.value
+        return {Change.sent: Q.sent, Change.uncertain: Q.uncertain, Change.skipped: Q.skipped}.get(
+            self.change, Q.queued).value
+
+
+_t = Delivery.__table__.c
+_MINE = and_(_t.id == bindparam("b_id"), _t.status == Q.claimed.value, _t.claimed_by == bindparam("b_worker"))
+# One statement per kind of change, each run as an executemany over that kind's rows.
+_WRITES = {
+    Change.sent: update(Delivery).where(_MINE).values(
+        status=Q.sent.value, attempts=_t.attempts + 1, claimed_by=None, provider=bindparam("b_provider"),
+        provider_message_id=bindparam("b_pmid"), message_id=bindparam("b_message_id"), last_error=None,
+        sent_at=bindparam("b_at"), updated_at=bindparam("b_at"), next_attempt_at=None),
+    Change.uncertain: update(Delivery).where(_MINE).values(
+        status=Q.uncertain.value, attempts=_t.attempts + 1, claimed_by=None, claimed_at=None,
+        provider=bindparam("b_provider"), message_id=bindparam("b_message_id"), last_error=bindparam("b_error"),
+        next_attempt_at=None, sent_at=bindparam("b_at"), updated_at=bindparam("b_at")),
+    Change.attempt_failed: update(Delivery).where(_MINE).values(
+        status=bindparam("b_status"), attempts=_t.attempts + 1, claimed_by=None, claimed_at=None,
+        provider=bindparam("b_provider"), last_error=bindparam("b_error"), next_attempt_at=bindparam("b_retry_at"),
+        updated_at=bindparam("b_at"), message_id=bindparam("b_message_id")),
+    Change.skipped: update(Delivery).where(_MINE).values(
+        status=Q.skipped.value, claimed_by=None, last_error=bindparam("b_error"), updated_at=bindparam("b_at")),
+    Change.deferred: update(Delivery).where(_MINE).values(
+        status=Q.queued.value, claimed_by=None, claimed_at=None, next_attempt_at=bindparam("b_retry_at"),
+        last_error=bindparam("b_error"), updated_at=bindparam("b_at")),
+    Change.released: update(Delivery).where(_MINE).values(status=Q.queued.value, claimed_by=None, claimed_at=None),
+}
+
+
+def record(engine: Engine, worker_id: str, outcomes: Sequence[Outcome]) -> int:
+    """Write many outcomes of `worker_id`'s claims in one transaction (a group commit); returns rows changed.
+
+    A row whose claim was taken from this worker (it was presumed dead) is left as it is.
+    """
+    if not outcomes:
+        return 0
+    by_change: dict[Change, list[dict]] = {}
+    for o in outcomes:
+        by_change.setdefault(o.change, []).append({
+            "b_id": o.delivery_id, "b_worker": worker_id, "b_at": o.at, "b_provider": o.provider,
+            "b_pmid": o.provider_message_id, "b_message_id": o.message_id, "b_status": o.status,
+            "b_error": None if o.error is None else o.error[:1000], "b_retry_at": o.retry_at})
+    changed = 0
+    with engine.begin() as conn:  # Core, not an ORM session: this is the hot path
+        for change, params in by_change.items():
+            changed += conn.execute(_WRITES[change], params).rowcount
+    return changed
+
+
+def failed_attempt(delivery_id: int, *, attempts: int, max_attempts: int, error: str, retry_at: datetime | None,
+                   at: datetime, provider: str | None, message_id: str | None = None) -> Outcome:
+    """The outcome of a failed attempt given the attempts made before it: a retry, or failed for good."""
+    final = retry_at is None or attempts + 1 >= max_attempts
+    if final and retry_at is not None:
+        error = f"{error} (gave up after {attempts + 1} attempts)"
+    return Outcome(delivery_id, Change.attempt_failed, at, provider=provider, message_id=message_id, error=error,
+                   retry_at=None if final else retry_at)
 
 
 def record_sent(engine: Engine, delivery_id: int, *, worker_id: str, provider: str, provider_message_id: str | None,
                 message_id: str, now: datetime) -> bool:
-    """The provider accepted the message. False if the claim had been taken from this worker."""
-    with engine.begin() as conn:  # Core, not an ORM session: this is on the per-message path
-        return conn.execute(update(Delivery).where(_mine(delivery_id, worker_id)).values(
-            status=Q.sent.value, attempts=Delivery.attempts + 1, claimed_by=None, provider=provider,
-            provider_message_id=provider_message_id, message_id=message_id, last_error=None,
-            sent_at=now, updated_at=now, next_attempt_at=None,
-        )).rowcount == 1
+    """The provider accepted one message. False if the claim had been taken from this worker."""
+    return record(engine, worker_id, [Outcome(delivery_id, Change.sent, now, provider=provider,
+                                              provider_message_id=provider_message_id, message_id=message_id)]) == 1
 
 
 def record_failure(engine: Engine, delivery_id: int, *, worker_id: str, provider: str, error: str,
                    now: datetime, retry_at: datetime | None, max_attempts: int, message_id: str | None = None) -> str:
-    """A failed attempt: requeued for `retry_at` while attempts remain, else failed. Returns the new status."""
-    with engine.begin() as conn:  # Core, not an ORM session: this is on the per-message path
+    """One failed attempt: requeued for `retry_at` while attempts remain, else failed. Returns the new status."""
+    with engine.connect() as conn:
         attempts = conn.execute(select(Delivery.attempts).where(Delivery.id == delivery_id)).scalar_one()
-        final = retry_at is None or attempts + 1 >= max_attempts
-        status = Q.failed.value if final else Q.queued.value
-        if final and retry_at is not None:
-            error = f"{error} (gave up after {attempts + 1} attempts)"
-        conn.execute(update(Delivery).where(_mine(delivery_id, worker_id)).values(
-            status=status, attempts=Delivery.attempts + 1, claimed_by=None, claimed_at=None, provider=provider,
-            last_error=error[:1000], next_attempt_at=None if final else retry_at, updated_at=now, message_id=message_id,
-        ))
-        return status
-
-
-def record_uncertain(engine: Engine, delivery_id: int, *, worker_id: str, provider: str, error: str,
-                     message_id: str, now: datetime) -> bool:
-    """The message data went out but the provider's answer was lost: it may have been delivered.
-
-    Never requeued automatically (that could send it twice); `valuemail uncertain` lists these and
-    an operator resends or accepts them.
-    """
-    with engine.begin() as conn:
-        return conn.execute(update(Delivery).where(_mine(delivery_id, worker_id)).values(
-            status=Q.uncertain.value, attempts=Delivery.attempts + 1, claimed_by=None, claimed_at=None,
-            provider=provider, message_id=message_id, last_error=error[:1000], next_attempt_at=None,
-            sent_at=now, updated_at=now,
-        )).rowcount == 1
+    outcome = failed_attempt(delivery_id, attempts=attempts, max_attempts=max_attempts, error=error,
+                             retry_at=retry_at, at=now, provider=provider, message_id=message_id)
+    record(engine, worker_id, [outcome])
+    return outcome.status
 
 
 def mark_skipped(engine: Engine, delivery_ids: Sequence[int], *, worker_id: str, reason: str, now: datetime) -> int:
     """Claimed rows that must not be sent (unsubscribed or suppressed since the run began)."""
-    if not delivery_ids:
-        return 0
-    with engine.begin() as conn:  # Core, not an ORM session: this is on the per-message path
-        return conn.execute(update(Delivery).where(
-            Delivery.id.in_(delivery_ids), Delivery.status == Q.claimed.value, Delivery.claimed_by == worker_id,
-        ).values(status=Q.skipped.value, claimed_by=None, last_error=reason, updated_at=now)).rowcount
+    return record(engine, worker_id, [Outcome(d, Change.skipped, now, error=reason) for d in delivery_ids])
 
 
 # -- run state ----------------------------------------------------------------------------------

@@ -36,14 +36,14 @@ class RateLimiter:
         self._next = time.monotonic()
         self._lock = threading.Lock()
 
-    def wait(self) -> None:
-        """Block until this caller's slot comes."""
+    def wait(self, count: int = 1) -> None:
+        """Block until this caller's slot comes; `count` messages take `count` slots."""
         if not self.interval:
             return
         with self._lock:
             now = time.monotonic()
             slot = max(self._next, now)
-            self._next = slot + self.interval
+            self._next = slot + count * self.interval
         if slot > now:
             time.sleep(slot - now)
 
@@ -88,16 +88,37 @@ def reserve(engine: Engine, provider: str, limits: ProviderLimits, *, now: datet
 
     Returns None when the message may go, else the instant the budget frees (nothing is taken then).
     """
+    granted, until = reserve_many(engine, provider, limits, 1, now=now)
+    return None if granted else until
+
+
+def reserve_many(engine: Engine, provider: str, limits: ProviderLimits, count: int, *,
+                 now: datetime) -> tuple[int, datetime | None]:
+    """Take up to `count` messages of the provider's budget at once: (how many, when more fit if not all)."""
     current = minute_of(now)
     with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE, so reservations queue one after another
         if conn.dialect.name == "postgresql":
             # One lock per provider for the whole check-and-add: two processes cannot both see room
             # for the last message (a row lock on the current bucket would not cover minute edges).
             conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"valuemail.provider_usage:{provider}"))))
-        until = free_at(_window(conn, provider, current), limits, current)
-        if until is None:
-            _add(conn, provider, current, 1)
-        return until
+        rows = _window(conn, provider, current)
+        fits = room(rows, limits, current)
+        granted = count if fits is None else max(0, min(count, fits))
+        if granted:
+            _add(conn, provider, current, granted)
+            rows = rows + [(current, granted)]
+        return granted, None if granted == count else free_at(rows, limits, current)
+
+
+def room(rows: list[tuple[datetime, int]], limits: ProviderLimits, current: datetime) -> int | None:
+    """How many more messages fit the limits now given the buckets `rows`; None when unlimited."""
+    left = []
+    if limits.per_second:
+        left.append(max(1, int(limits.per_second * 60)) - sum(c for m, c in rows if m == current))
+    for minutes, limit in ((HOUR_MINUTES, limits.per_hour), (DAY_MINUTES, limits.per_day)):
+        if limit:
+            left.append(limit - sum(c for m, c in rows if m > current - minutes * MINUTE))
+    return min(left) if left else None
 
 
 def free_at(rows: list[tuple[datetime, int]], limits: ProviderLimits, current: datetime) -> datetime | None:
@@ -146,23 +167,29 @@ class UsageMeter:
 
     def take(self, provider: str) -> datetime | None:
         """Wait for the provider's per-second slot and reserve one message; else when its budget frees."""
+        granted, until = self.take_many(provider, 1)
+        return None if granted else until
+
+    def take_many(self, provider: str, count: int) -> tuple[int, datetime | None]:
+        """Reserve up to `count` messages and wait for their per-second slots: (how many, when more fit)."""
         limits = self.settings.limits_for(provider)
-        self._bucket(provider, limits).wait()
         now = self.clock.now()
         if not limits.limited:
-            self._count(provider, now)
-            return None
+            self._count(provider, now, count)
+            return count, None
         with self._lock:
             known = self._exhausted.get(provider)
         if known is not None and now < known:
-            return known  # budgets only free as time passes, so no need to ask the database again yet
-        until = reserve(self.engine, provider, limits, now=now)
+            return 0, known  # budgets only free as time passes, so no need to ask the database again yet
+        granted, until = reserve_many(self.engine, provider, limits, count, now=now)
         if until is not None:
             with self._lock:
                 self._exhausted[provider] = until
             log.info("provider %s: its limit is reached; it takes more at %s", provider, until.isoformat())
         self._tidy(now)
-        return until
+        if granted:
+            self._bucket(provider, limits).wait(granted)
+        return granted, until
 
     def flush(self) -> None:
         """Add this process's unwritten counts to provider_usage."""
@@ -182,10 +209,10 @@ class UsageMeter:
                 bucket = self._buckets[provider] = RateLimiter(limits.per_second)
             return bucket
 
-    def _count(self, provider: str, now: datetime) -> None:
+    def _count(self, provider: str, now: datetime, count: int = 1) -> None:
         key = (provider, minute_of(now))
         with self._lock:
-            self._pending[key] = self._pending.get(key, 0) + 1
+            self._pending[key] = self._pending.get(key, 0) + count
             due = time.monotonic() - self._flushed >= _FLUSH_SECONDS
         if due:
             self.flush()

@@ -52,6 +52,11 @@ class Breaker:
             log.info("provider %s: cooldown over, trying it again", self.name)
             return True
 
+    def probe_due(self, now: datetime) -> bool:
+        """The cooldown is over and nobody probes yet: the next `allow` is the probe."""
+        with self._lock:
+            return self.open_until is not None and now >= self.open_until and not self._probing
+
     def release(self) -> None:
         """The probe this caller was allowed did not happen (its message had to wait): let another try."""
         with self._lock:
@@ -123,7 +128,7 @@ class Router:
 
 
 class ThreadProviders:
-    """One thread's provider instances by name, made on first use and closed together."""
+    """The send stage's provider instances by name, made on first use and closed together."""
 
     def __init__(self, router: Router):
         self.router = router

@@ -1,13 +1,30 @@
-"""Sending workers: threads that claim ledger batches, compose, send and record every outcome."""
+"""Sending workers: ledger batches flow through a pipeline of stages, each stage a thread.
+
+    claim + check  ->  render  ->  send  ->  record
+    (prepare)         (compose)   (wire)    (group commits, `recorder.Recorder`)
+
+A batch is `[sending] batch_size` claimed deliveries. The prepare stage checks the whole batch
+at once (suppressed, unsubscribed, opted out, over the frequency cap), loads what the kind
+needs, and hands it on; the render stage composes every message; the send stage checks once
+more, for the whole batch, who unsubscribed or was suppressed since (so an unsubscribe stops
+that contact's mail within one batch: the window is the batch in flight at the provider), then
+hands the batch to the provider, which keeps many messages in flight (pipelined SMTP
+connections, batch API requests, concurrent requests). Outcomes go to the recorder, which
+commits them in groups; the send stage waits before handing over the next batch while
+`commit_every` outcomes are uncommitted, which bounds what a crash can send twice
+(`bounds.duplicate_bound`). While one batch is on the wire the next is rendered and the one
+after that claimed.
+"""
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Callable, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -20,12 +37,14 @@ from ..clock import Clock
 from ..config import Settings
 from ..db import read_only
 from ..errors import InvalidFile, RenderError
-from ..models import TRANSACTIONAL_STATUSES, Contact, ContactStatus, Delivery, KindOptOut, Run, RunStatus, Suppression
-from ..providers import Outcome, OutgoingMessage, SendResult, provider_factory as build_factory
+from ..models import TRANSACTIONAL_STATUSES, Contact, ContactStatus, Delivery, KindOptOut, Run, Suppression
+from ..providers import Outcome, OutgoingMessage, SendResult, provider_factory as build_factory, send_batch
 from ..tokens import TokenSigner
 from . import frequency, ledger
 from .compose import Composer, ContactData
+from .ledger import Change
 from .ratelimit import RateLimiter, Throttles, UsageMeter
+from .recorder import Recorder, reported_status
 from .routing import ProviderFactory, Route, Router, ThreadProviders
 
 log = logging.getLogger(__name__)
@@ -35,6 +54,8 @@ OutcomeCallback = Callable[[int, str], None]
 SKIP_UNSUBSCRIBED = "unsubscribed or suppressed"
 SKIP_CAPPED = "frequency cap"
 SKIP_OPTED_OUT = "opted out of this kind of mail"
+#: Chunks per second when a per-second limit applies, so a batch goes out smoothly, not in one burst.
+_RATE_CHUNKS_PER_SECOND = 5
 
 
 @dataclass(frozen=True)
@@ -56,8 +77,28 @@ class _RunState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+@dataclass
+class _Item:
+    """One claimed delivery on its way through the stages."""
+
+    delivery_id: int
+    contact_id: int
+    email: str
+    attempts: int  # before this attempt: the retry backoff grows with it
+    contact: ContactData
+    recipient: Recipient
+    message: OutgoingMessage | None = None
+
+
+@dataclass
+class _Batch:
+    run_id: int
+    state: _RunState
+    items: list[_Item]
+
+
 class Sender:
-    """Drains the ledger of given runs with `settings.sending.concurrency` threads in this process."""
+    """Drains the ledger of given runs through one pipeline of sending stages in this process."""
 
     def __init__(self, *, engine: Engine, settings: Settings, clock: Clock, provider_factory: ProviderFactory,
                  renderer, on_outcome: OutcomeCallback | None = None, worker_id: str | None = None,
@@ -82,6 +123,7 @@ class Sender:
         self._runs: dict[int, _RunState] = {}
         self._runs_lock = threading.Lock()
         self._errors: list[BaseException] = []
+        self._recorder: Recorder | None = None
 
     # -- the public loop ------------------------------------------------------------------------
 
@@ -101,19 +143,7 @@ class Sender:
                 targets = self._targets(run_ids)
                 if not targets:
                     return
-                threads = [threading.Thread(target=self._thread_main, args=(targets,), name=f"valuemail-send-{i}")
-                           for i in range(s.concurrency)]
-                for t in threads:
-                    t.start()
-                try:
-                    for t in threads:
-                        t.join()
-                except BaseException:
-                    # Ctrl-C: let each thread finish and record the message it has in flight first.
-                    self.stop.set()
-                    for t in threads:
-                        t.join()
-                    raise
+                self._pipeline(targets)
                 if self._errors:
                     raise self._errors[0]
                 for run_id in targets:
@@ -123,9 +153,55 @@ class Sender:
         finally:
             beat_stop.set()
             self.meter.flush()
+            # Only after every outcome is committed (the pipeline closed its recorder): the rest of
+            # this worker's claims were never handed to the provider.
             released = ledger.unregister_worker(self.engine, self.worker_id)
             if released:
                 log.info("released %d claimed deliveries back to the queue", released)
+
+    def _pipeline(self, run_ids: list[int]) -> None:
+        """Run the stages over `run_ids` until nothing is left to claim; returns when all are done."""
+        s = self.settings.sending
+        self._recorder = recorder = Recorder(engine=self.engine, worker_id=self.worker_id, every=s.commit_every,
+                                             seconds=s.commit_ms / 1000, on_commit=self._committed)
+        to_render: queue.Queue = queue.Queue(maxsize=1)
+        to_send: queue.Queue = queue.Queue(maxsize=1)
+        providers = ThreadProviders(self.router)
+        stages = [
+            threading.Thread(target=self._feed, args=(run_ids, to_render), name="valuemail-prepare"),
+            threading.Thread(target=self._stage, args=(to_render, to_send, self._render), name="valuemail-render"),
+            threading.Thread(target=self._stage, args=(to_send, None, lambda b: self._send(b, providers)),
+                             name="valuemail-send"),
+        ]
+        try:
+            for t in stages:
+                t.start()
+            try:
+                for t in stages:
+                    t.join()
+            except BaseException:
+                # Ctrl-C: let the send stage finish the batch it has with the provider and record it.
+                self.stop.set()
+                for t in stages:
+                    t.join()
+                raise
+        finally:
+            providers.close()
+            try:
+                recorder.close()
+            except BaseException as exc:
+                self._errors.append(exc)
+            self._recorder = None
+
+    def _committed(self, outcomes) -> None:
+        for run_id, outcome in outcomes:
+            status = reported_status(outcome)
+            if status is not None:
+                self.on_outcome(run_id, status)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._errors.append(exc)
+        self.stop.set()
 
     def _targets(self, run_ids: list[int] | None) -> list[int]:
         with Session(self.engine) as session:
@@ -153,10 +229,10 @@ class Sender:
             except Exception:  # a missed beat is harmless; the next one may succeed
                 log.exception("heartbeat failed")
 
-    # -- one thread -----------------------------------------------------------------------------
+    # -- the stages -----------------------------------------------------------------------------
 
-    def _thread_main(self, run_ids: list[int]) -> None:
-        providers = ThreadProviders(self.router)
+    def _feed(self, run_ids: list[int], outbox: queue.Queue) -> None:
+        """The first stage: claim batches run by run, check and prepare them."""
         try:
             for run_id in run_ids:
                 while not self.stop.is_set():
@@ -164,12 +240,32 @@ class Sender:
                                        limit=self.settings.sending.batch_size, now=self.clock.now())
                     if not ids:
                         break
-                    self._send_batch(run_id, ids, providers)
+                    batch = self._prepare(run_id, ids)
+                    if batch.items:
+                        outbox.put(batch)
         except BaseException as exc:  # surface in drain(); the claims go back to the queue there
-            self._errors.append(exc)
-            self.stop.set()
+            self._fail(exc)
         finally:
-            providers.close()
+            outbox.put(None)
+
+    def _stage(self, inbox: queue.Queue, outbox: queue.Queue | None, work: Callable[[_Batch], _Batch | None]) -> None:
+        """A middle or last stage: `work` on each batch until the end marker; on failure keep draining."""
+        failed = False
+        try:
+            while (batch := inbox.get()) is not None:
+                if failed or self.stop.is_set():
+                    continue  # its claims go back to the queue when the worker unregisters
+                try:
+                    done = work(batch)
+                except BaseException as exc:
+                    failed = True
+                    self._fail(exc)
+                    continue
+                if done is not None and outbox is not None:
+                    outbox.put(done)
+        finally:
+            if outbox is not None:
+                outbox.put(None)
 
     def _state(self, run_id: int) -> _RunState:
         with self._runs_lock:
@@ -191,7 +287,8 @@ class Sender:
                                                          transactional=transactional)
             return state
 
-    def _send_batch(self, run_id: int, ids: list[int], providers: ThreadProviders) -> None:
+    def _prepare(self, run_id: int, ids: list[int]) -> _Batch:
+        """Load a claimed batch, skip who must not get it (one query per check), let the kind prepare."""
         state = self._state(run_id)
         with state.lock:
             if state.paused:  # the claim succeeded, so someone resumed the run since it paused
@@ -200,49 +297,37 @@ class Sender:
         now = self.clock.now()
         with Session(self.engine, expire_on_commit=False) as session:
             rows = session.execute(
-                select(Delivery.id, Delivery.email, Delivery.segment, Delivery.data, Contact, Run.is_test, Run.transactional)
+                select(Delivery.id, Delivery.email, Delivery.segment, Delivery.data, Contact, Run.is_test,
+                       Run.transactional, Delivery.attempts)
                 .join(Contact, Contact.id == Delivery.contact_id).join(Run, Run.id == Delivery.run_id)
                 .where(Delivery.id.in_(ids)).order_by(Delivery.id)
             ).all()
             skips = self._unsendable(session, rows, now, kind=campaign.kind_name)
             rows = [r for r in rows if r[0] not in skips]
-            contact_ids = [r[4].id for r in rows]
-            stats = ltv.stats_for_contacts(session, contact_ids, now=now, settings=self.settings)
-            recipients = {}
-            for delivery_id, email, segment, data, contact, _, _ in rows:
+            stats = ltv.stats_for_contacts(session, [r[4].id for r in rows], now=now, settings=self.settings)
+            items = []
+            for delivery_id, email, segment, data, contact, _, _, attempts in rows:
                 stat = stats.get(contact.id)
-                recipients[delivery_id] = Recipient(
+                recipient = Recipient(
                     contact_id=contact.id, email=email, segment=segment, delivery_id=delivery_id,
                     language=contact.language, data=dict(data or {}),
                     ltv=float(stat.ltv) if stat else 0.0, orders_count=int(stat.orders_count) if stat else 0,
                 )
+                items.append(_Item(delivery_id, contact.id, email, attempts, _contact_data(contact), recipient))
             ctx = KindContext(campaign_id=campaign.id, now=now, settings=self.settings, run_id=run_id)
-            for segment in {r.segment for r in recipients.values()}:
-                group = [r for r in recipients.values() if r.segment == segment]
+            for segment in {i.recipient.segment for i in items}:
+                group = [i.recipient for i in items if i.recipient.segment == segment]
                 skips.update(campaign.kind.prepare(campaign.variant(segment).section, session, ctx, group))
             session.commit()
-        for reason in set(skips.values()):
-            chosen = [d for d, why in skips.items() if why == reason]
-            ledger.mark_skipped(self.engine, chosen, worker_id=self.worker_id, reason=reason, now=now)
-            for _ in chosen:
-                self.on_outcome(run_id, "skipped")
-        rows = [r for r in rows if r[0] not in skips]
-        for position, (delivery_id, email, _, _, contact, _, _) in enumerate(rows):
-            if self.stop.is_set() or state.paused:
-                ledger.release(self.engine, self.worker_id, [r[0] for r in rows[position:]])
-                return
-            hold = self._send_one(run_id, state, delivery_id, email, _contact_data(contact), recipients[delivery_id],
-                                  providers)
-            if hold is not None:  # the provider takes nothing until then: the rest of the batch waits too
-                self._defer(run_id, [r[0] for r in rows[position + 1:]], hold)
-                return
+        self._recorder.add(run_id, [ledger.Outcome(d, Change.skipped, now, error=why) for d, why in skips.items()])
+        return _Batch(run_id, state, [i for i in items if i.delivery_id not in skips])
 
     def _unsendable(self, session, rows, now, *, kind: str) -> dict[int, str]:
         """Deliveries of the batch that must not go out, with the reason: suppressed, unsubscribed, opted out, capped."""
-        keys = {email.lower() for _, email, *_ in rows}
+        keys = {r[1].lower() for r in rows}
         suppressed = set(session.execute(select(Suppression.email_key).where(Suppression.email_key.in_(keys))).scalars())
         skips = {}
-        for delivery_id, email, _, _, contact, is_test, transactional in rows:
+        for delivery_id, email, _, _, contact, is_test, transactional, _ in rows:
             if email.lower() in suppressed or (not is_test and contact.status not in _mailable(transactional)):
                 skips[delivery_id] = SKIP_UNSUBSCRIBED
         marketing = [r for r in rows if r[0] not in skips and not r[5] and not r[6]]
@@ -257,131 +342,210 @@ class Sender:
             skips.update({r[0]: SKIP_CAPPED for r in marketing if r[4].id in capped})
         return skips
 
-    def _send_one(self, run_id: int, state: _RunState, delivery_id: int, email: str, contact: ContactData,
-                  recipient: Recipient, providers: ThreadProviders) -> _Hold | None:
-        """Send one message and record its outcome; returns a hold when its provider must be left alone."""
-        s = self.settings.sending
+    def _render(self, batch: _Batch) -> _Batch:
+        """Compose every message of the batch; one that cannot be rendered fails alone."""
+        state, now = batch.state, self.clock.now()
+        failures, ready = [], []
+        for item in batch.items:
+            try:
+                item.message = state.composer.compose(item.delivery_id, item.email, item.contact, item.recipient,
+                                                      now=now)
+            except (RenderError, ValueError) as exc:  # this contact's data, not the run: the others go on
+                failed = ledger.failed_attempt(
+                    item.delivery_id, attempts=item.attempts, max_attempts=self.settings.sending.max_attempts,
+                    error=f"render: {exc}", retry_at=None, at=now, provider=state.route.primary)
+                failures.append(self._unless_paused(batch.run_id, state, failed))
+                continue
+            ready.append(item)
+        self._recorder.add(batch.run_id, failures)
+        batch.items = ready
+        return batch
+
+    def _send(self, batch: _Batch, providers: ThreadProviders) -> None:
+        """Check the batch once more, then hand it to the provider in as few calls as its limits allow."""
+        state, run_id = batch.state, batch.run_id
+        items = self._still_mailable(batch)
+        size = self._chunk_size(state.route)
+        for start in range(0, len(items), size):
+            rest = items[start:]
+            if self.stop.is_set() or state.paused:
+                self._recorder.add(run_id, [ledger.Outcome(i.delivery_id, Change.released, self.clock.now())
+                                            for i in rest])
+                return
+            self._recorder.wait_for_room(self.stop)
+            hold = self._send_chunk(run_id, state, rest[:size], providers)
+            if hold is not None:  # the provider takes nothing until then: the rest of the batch waits too
+                self._defer(run_id, rest[size:], hold)
+                return
+
+    def _still_mailable(self, batch: _Batch) -> list[_Item]:
+        """The batch without contacts who unsubscribed or were suppressed since it was claimed (two queries)."""
+        items, state = batch.items, batch.state
+        if not items:
+            return items
+        with self._reader.connect() as conn:
+            keys = {i.email.lower() for i in items}
+            gone = set(conn.execute(select(Suppression.email_key).where(Suppression.email_key.in_(keys))).scalars())
+            unsubscribed: set[int] = set()
+            if not state.composer.test:
+                allowed = _mailable(state.transactional)
+                unsubscribed = {cid for cid, status in conn.execute(
+                    select(Contact.id, Contact.status).where(Contact.id.in_({i.contact_id for i in items})))
+                    if status not in allowed}
+        skipped = [i for i in items if i.email.lower() in gone or i.contact_id in unsubscribed]
+        if skipped:
+            now = self.clock.now()
+            self._recorder.add(batch.run_id, [ledger.Outcome(i.delivery_id, Change.skipped, now,
+                                                             error=SKIP_UNSUBSCRIBED) for i in skipped])
+            left = {i.delivery_id for i in skipped}
+            items = [i for i in items if i.delivery_id not in left]
+        return items
+
+    def _chunk_size(self, route: Route) -> int:
+        """The batch in one provider call, or smaller pieces when a per-second limit spaces them out."""
+        rates = [r for r in (self.settings.sending.rate_per_second,
+                             self.settings.provider.limits_for(route.primary).per_second) if r]
+        if not rates:
+            return self.settings.sending.batch_size
+        return max(1, int(min(rates) / _RATE_CHUNKS_PER_SECOND))
+
+    def _send_chunk(self, run_id: int, state: _RunState, items: list[_Item], providers: ThreadProviders) -> _Hold | None:
+        """Send one chunk through the run's route (failing over what the primary could not take); record it."""
         route = state.route
-        now = self.clock.now()
-        if self._unsubscribed_since_claim(email, recipient.contact_id, state.composer.test,
-                                          state.transactional):
-            ledger.mark_skipped(self.engine, [delivery_id], worker_id=self.worker_id, reason=SKIP_UNSUBSCRIBED, now=now)
-            self.on_outcome(run_id, "skipped")
-            return None
-        message_id = state.composer.message_id(delivery_id)
-        try:
-            message = state.composer.compose(delivery_id, email, contact, recipient, now=now)
-        except RenderError as exc:
-            status = ledger.record_failure(self.engine, delivery_id, worker_id=self.worker_id, provider=route.primary,
-                                           error=f"render: {exc}", now=now, retry_at=None, max_attempts=s.max_attempts)
-            self._after(run_id, state, status, str(exc))
-            return None
-        skipped = bool(route.fallback) and not self.router.breaker(route.primary).allow(now)
+        if route.fallback and len(items) > 1 and self.router.breaker(route.primary).probe_due(self.clock.now()):
+            # The probe is one message; the rest follow it to the primary only if it is back.
+            hold = self._send_chunk(run_id, state, items[:1], providers)
+            if hold is not None:
+                self._defer(run_id, items[1:], hold)
+                return hold
+            return self._send_chunk(run_id, state, items[1:], providers)
+        skipped = bool(route.fallback) and not self.router.breaker(route.primary).allow(self.clock.now())
         used = route.fallback if skipped else route.primary
-        hold = self._gate(used)
-        if hold is not None:
+        granted, hold = self._gate(used, len(items))
+        if not granted:
             if used == route.primary and route.fallback:
                 self.router.breaker(used).release()
-            self._defer(run_id, [delivery_id], hold)
+            self._defer(run_id, items, hold)
             return hold
-        result = self._attempt(used, message, providers)
-        if skipped and _down(result):
-            result = _both_down(route.primary, "skipped after repeated unavailability", used, result)
+        going, waiting = items[:granted], items[granted:]
+        self.limiter.wait(len(going))
+        results = self._attempt(used, going, providers)
+        via = [used] * len(going)
+        if skipped:
+            results = [_both_down(route.primary, "skipped after repeated unavailability", used, r) if _down(r) else r
+                       for r in results]
         elif used == route.primary and route.fallback:
-            self.router.breaker(used).record(unavailable=_down(result), now=self.clock.now())
+            breaker = self.router.breaker(used)
+            for result in results:
+                breaker.record(unavailable=_down(result), now=self.clock.now())
+            down = [k for k, r in enumerate(results) if _down(r)]
+            if down:
+                log.warning("provider %s is unavailable for %d message(s) (%s); sending them through fallback %s",
+                            used, len(down), results[down[0]].error, route.fallback)
+                self._failover(route, going, results, via, down, providers)
+        throttled = self._record(run_id, state, going, results, via)
+        if waiting:
+            self._defer(run_id, waiting, hold)
+        return throttled or (hold if waiting else None)
+
+    def _failover(self, route: Route, going: list[_Item], results: list[SendResult], via: list[str],
+                  down: list[int], providers: ThreadProviders) -> None:
+        """Send the messages the primary could not take through the fallback; results updated in place."""
+        granted, hold = self._gate(route.fallback, len(down))
+        second = self._attempt(route.fallback, [going[k] for k in down[:granted]], providers) if granted else []
+        for k, result in zip(down[:granted], second):
             if _down(result):
-                log.warning("delivery %s: provider %s is unavailable (%s); sending through fallback %s",
-                            delivery_id, used, result.error, route.fallback)
-                hold = self._gate(route.fallback)
-                if hold is not None:
-                    result = _both_down(used, result.error, route.fallback, SendResult.temporary(
-                        hold.reason, retry_after=(hold.until - self.clock.now()).total_seconds()))
-                else:
-                    second = self._attempt(route.fallback, message, providers)
-                    result = _both_down(used, result.error, route.fallback, second) if _down(second) else second
-                    used = route.fallback
-        return self._record(run_id, state, delivery_id, message_id, used, result)
+                results[k] = _both_down(route.primary, results[k].error, route.fallback, result)
+            else:
+                results[k], via[k] = result, route.fallback
+        for k in down[granted:]:
+            results[k] = _both_down(route.primary, results[k].error, route.fallback, SendResult.temporary(
+                hold.reason, retry_after=(hold.until - self.clock.now()).total_seconds()))
 
-    def _attempt(self, name: str, message: OutgoingMessage, providers: ThreadProviders) -> SendResult:
-        self.limiter.wait()
-        return providers.get(name).send(message)
+    def _attempt(self, name: str, items: Sequence[_Item], providers: ThreadProviders) -> list[SendResult]:
+        return send_batch(providers.get(name), [i.message for i in items])
 
-    def _gate(self, name: str) -> _Hold | None:
-        """Wait for the provider's per-second slot and take one message of its budget, unless it is held."""
+    def _gate(self, name: str, count: int) -> tuple[int, _Hold | None]:
+        """How many of `count` messages the provider takes now (its budget, its per-second slots), and why not more."""
         throttle = self.throttles.active(name)
         if throttle is not None:
-            return _Hold(throttle.until, f"{name} asked us to wait until {throttle.until:%Y-%m-%d %H:%M:%S} UTC"
-                                         f" ({throttle.reason})")
-        until = self.meter.take(name)
-        if until is not None:
-            return _Hold(until, f"{name}: its limit ([provider.limits.{name}]) is used up until "
-                                f"{until:%Y-%m-%d %H:%M} UTC")
-        return None
+            return 0, _Hold(throttle.until, f"{name} asked us to wait until {throttle.until:%Y-%m-%d %H:%M:%S} UTC"
+                                            f" ({throttle.reason})")
+        granted, until = self.meter.take_many(name, count)
+        if granted < count:
+            return granted, _Hold(until, f"{name}: its limit ([provider.limits.{name}]) is used up until "
+                                         f"{until:%Y-%m-%d %H:%M} UTC")
+        return granted, None
 
-    def _defer(self, run_id: int, delivery_ids: list[int], hold: _Hold) -> None:
+    def _defer(self, run_id: int, items: Sequence[_Item], hold: _Hold) -> None:
         """Claimed deliveries wait for their provider: requeued for `hold.until`, no attempt counted."""
-        deferred = ledger.defer(self.engine, self.worker_id, delivery_ids, until=hold.until, reason=hold.reason,
-                                now=self.clock.now())
-        for _ in range(deferred):
-            self.on_outcome(run_id, "deferred")
+        now = self.clock.now()
+        self._recorder.add(run_id, [ledger.Outcome(i.delivery_id, Change.deferred, now, retry_at=hold.until,
+                                                   error=hold.reason) for i in items])
 
-    def _record(self, run_id: int, state: _RunState, delivery_id: int, message_id: str, used: str,
-                result: SendResult) -> _Hold | None:
+    def _record(self, run_id: int, state: _RunState, items: list[_Item], results: list[SendResult],
+                via: list[str]) -> _Hold | None:
+        """Turn one chunk's results into outcomes for the recorder; a hold when the provider throttled us."""
         s = self.settings.sending
         now = self.clock.now()
-        if result.outcome is Outcome.sent:
-            ledger.record_sent(self.engine, delivery_id, worker_id=self.worker_id, provider=used,
-                               provider_message_id=result.provider_message_id, message_id=message_id, now=now)
-            self._after(run_id, state, "sent", None)
-            return None
-        if result.outcome is Outcome.uncertain:
-            ledger.record_uncertain(self.engine, delivery_id, worker_id=self.worker_id, provider=used,
-                                    error=result.error or "outcome unknown", message_id=message_id, now=now)
-            log.warning("delivery %s: %s; not resent automatically (see `valuemail uncertain`)", delivery_id,
-                        result.error)
-            self._after(run_id, state, "uncertain", result.error)
-            return None
-        if result.outcome is Outcome.temporary and result.throttled:
-            # Not this message's fault, nor a sign the run is broken: no attempt, no error streak.
-            throttle = self.throttles.block(used, seconds=result.retry_after, reason=result.error or "throttled")
-            hold = _Hold(throttle.until, f"{used} asked us to wait until {throttle.until:%Y-%m-%d %H:%M:%S} UTC"
-                                         f" ({result.error or 'throttled'})")
-            self._defer(run_id, [delivery_id], hold)
-            return hold
-        retry_at = None
-        if result.outcome is Outcome.temporary:
-            with Session(self.engine) as session:
-                attempts = session.get(Delivery, delivery_id).attempts
-            backoff = min(s.retry_max_seconds, s.retry_base_seconds * (2 ** attempts))
-            retry_at = now + timedelta(seconds=max(backoff, result.retry_after or 0))
-        status = ledger.record_failure(self.engine, delivery_id, worker_id=self.worker_id, provider=used,
-                                       error=result.error or result.outcome.value, now=now, retry_at=retry_at,
-                                       max_attempts=s.max_attempts, message_id=message_id)
-        self._after(run_id, state, status if status == "failed" else "deferred", result.error)
-        return None
+        outcomes, throttled = [], []
+        for item, result, used in zip(items, results, via):
+            message_id = item.message.message_id
+            if result.outcome is Outcome.sent:
+                outcomes.append(ledger.Outcome(item.delivery_id, Change.sent, now, provider=used,
+                                               provider_message_id=result.provider_message_id, message_id=message_id))
+                with state.lock:
+                    state.error_streak = 0
+            elif result.outcome is Outcome.uncertain:
+                log.warning("delivery %s: %s; not resent automatically (see `valuemail uncertain`)",
+                            item.delivery_id, result.error)
+                outcome = ledger.Outcome(item.delivery_id, Change.uncertain, now, provider=used,
+                                         message_id=message_id, error=result.error or "outcome unknown")
+                outcomes.append(outcome)
+                self._unless_paused(run_id, state, outcome)
+            elif result.outcome is Outcome.temporary and result.throttled:
+                # Not this message's fault, nor a sign the run is broken: no attempt, no error streak.
+                throttled.append((item, result, used))
+            else:
+                retry_at = None
+                if result.outcome is Outcome.temporary:
+                    backoff = min(s.retry_max_seconds, s.retry_base_seconds * (2 ** item.attempts))
+                    retry_at = now + timedelta(seconds=max(backoff, result.retry_after or 0))
+                outcome = ledger.failed_attempt(item.delivery_id, attempts=item.attempts, max_attempts=s.max_attempts,
+                                                error=result.error or result.outcome.value, retry_at=retry_at,
+                                                at=now, provider=used, message_id=message_id)
+                outcomes.append(self._unless_paused(run_id, state, outcome))
+        hold = None
+        for name in dict.fromkeys(used for _, _, used in throttled):
+            mine = [(i, r) for i, r, u in throttled if u == name]
+            waits = [r.retry_after for _, r in mine if r.retry_after is not None]
+            reason = mine[0][1].error or "throttled"
+            throttle = self.throttles.block(name, seconds=max(waits) if waits else None, reason=reason)
+            hold = _Hold(throttle.until, f"{name} asked us to wait until {throttle.until:%Y-%m-%d %H:%M:%S} UTC"
+                                         f" ({reason})")
+            outcomes.extend(ledger.Outcome(i.delivery_id, Change.deferred, now, retry_at=hold.until, error=hold.reason)
+                            for i, _ in mine)
+        self._recorder.add(run_id, outcomes)
+        return hold
 
-    def _unsubscribed_since_claim(self, email: str, contact_id: int, test: bool, transactional: bool = False) -> bool:
-        """One indexed lookup per message, so an unsubscribe stops the very next send."""
-        suppressed = select(Suppression.id).where(Suppression.email_key == email.lower()).exists()
-        with self._reader.connect() as conn:
-            if conn.execute(select(suppressed)).scalar():
-                return True
-            if test:
-                return False
-            return conn.execute(select(Contact.status).where(Contact.id == contact_id)).scalar() not in \
-                _mailable(transactional)
+    def _unless_paused(self, run_id: int, state: _RunState, outcome: ledger.Outcome) -> ledger.Outcome:
+        """Count a failure towards the run's streak; past `pause_after_errors` the run pauses.
 
-    def _after(self, run_id: int, state: _RunState, status: str, error: str | None) -> None:
-        """Count the outcome; past the error threshold, pause the run for every worker."""
+        A failure that comes back after the run paused (the rest of a batch in flight) is put back
+        in the queue untouched, so a broken relay costs the threshold's failures, not the batch's.
+        An uncertain message is recorded as such either way: it may have gone out.
+        """
         threshold = self.settings.sending.pause_after_errors
         with state.lock:
-            state.error_streak = 0 if status == "sent" else state.error_streak + 1
+            if state.paused and outcome.change is not Change.uncertain:
+                return ledger.Outcome(outcome.delivery_id, Change.released, outcome.at)
+            state.error_streak += 1
             if threshold and state.error_streak >= threshold and not state.paused:
                 state.paused = True
-                reason = f"paused after {state.error_streak} consecutive failures; last: {error}"
+                reason = f"paused after {state.error_streak} consecutive failures; last: {outcome.error}"
                 ledger.pause(self.engine, run_id, reason=reason)
                 log.warning("run %s %s", run_id, reason)
-        self.on_outcome(run_id, status)
+        return outcome
 
 
 def _down(result: SendResult) -> bool:

@@ -25,29 +25,39 @@ def _sender(settings, db, provider_factory):
                   renderer=Renderer(settings.templates_dir))
 
 
-def test_an_unsubscribe_during_a_batch_stops_the_very_next_send(project, settings, db):
+def _unsubscribe(db, email):
+    with Session(db) as s:
+        delivery = s.execute(select(Delivery.id).where(Delivery.email == email)).scalar()
+    with session_scope(db) as s:
+        unsubscribe(s, delivery_id=delivery, reason="unsubscribe", clock=FixedClock(T0))
+
+
+def test_an_unsubscribe_stops_the_contacts_mail_within_one_batch(project, settings, db):
+    """The window is the batch in flight: the next batch is checked again just before it goes out."""
     only_spring_sale(project)
     add_contacts(db, 5)
     runtime = Runtime(settings=settings, clock=FixedClock(T0))
     runtime.__dict__["engine"] = db
     prepared = prepare_run(runtime, "spring-sale")
-    sent: list[str] = []
+    batches: list[list[str]] = []
 
     class Unsubscribing(OutboxProvider):
-        def send(self, message):
-            sent.append(message.recipient)
-            if len(sent) == 1:  # user3 clicks one-click unsubscribe while user0 is being sent
-                with Session(db) as s:
-                    third = s.execute(select(Delivery.id).where(Delivery.email == "user3@example.com")).scalar()
-                with session_scope(db) as s:
-                    unsubscribe(s, delivery_id=third, reason="unsubscribe", clock=FixedClock(T0))
-            return super().send(message)
+        def send_batch(self, messages):
+            batches.append([m.recipient for m in messages])
+            if len(batches) == 1:
+                # While the first batch (user0, user1) is with the provider, user1 and user3 unsubscribe;
+                # user3's batch was claimed, checked and rendered already, user1's is on the wire.
+                _unsubscribe(db, "user1@example.com")
+                _unsubscribe(db, "user3@example.com")
+            return [self.send(m) for m in messages]
 
-    settings = settings.model_copy(update={"sending": settings.sending.model_copy(update={"concurrency": 1})})
+    settings = settings.model_copy(update={"sending": settings.sending.model_copy(update={"batch_size": 2})})
     _sender(settings, db, lambda: Unsubscribing(settings.var_dir / "outbox")).drain([prepared.run_id])
-    assert "user3@example.com" not in sent and len(sent) == 4
+    assert batches == [["user0@example.com", "user1@example.com"], ["user2@example.com"], ["user4@example.com"]]
     with Session(db) as s:
+        statuses = dict(s.execute(select(Delivery.email, Delivery.status)).all())
         skipped = s.execute(select(Delivery.email, Delivery.last_error).where(Delivery.status == "skipped")).all()
+    assert statuses["user1@example.com"] == "sent"  # inside the window: it was in flight already
     assert skipped == [("user3@example.com", "unsubscribed or suppressed")]
 
 
