@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import random
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -281,10 +282,12 @@ def _room_for_soft_break(data: bytes) -> bytes:
     return data[:cut] + b"=\r\n" + tail
 
 
-def _boundary() -> str:
+def _boundary(rng: random.Random) -> str:
     # "=_" can never occur in quoted-printable output ('=' is always followed by two hex digits
-    # or a line end), so with QP bodies this boundary cannot collide with the content.
-    return "=_vm_" + os.urandom(12).hex()
+    # or a line end), so with QP bodies this boundary cannot collide with the content; it need not
+    # be secret. Drawn from a generator seeded once: os.urandom per message is a system call that
+    # gives up the GIL, and a busy sending process then waits up to a switch interval to get it back.
+    return f"=_vm_{rng.getrandbits(96):024x}"
 
 
 # --- the builder --------------------------------------------------------------------------------
@@ -302,6 +305,7 @@ class MessageFactory:
         parts.append("MIME-Version: 1.0\r\n")
         self._static = "".join(parts)
         self._bodies = _PieceEncoder()
+        self._rng = random.Random(os.urandom(16))
 
     @staticmethod
     def _extra(headers: Iterable[tuple[str, str]]) -> list[str]:
@@ -319,7 +323,7 @@ class MessageFactory:
         `text` and `html` may be given as sequences of pieces (`RenderedEmail.text_parts` and
         `.html_parts`); the body is their concatenation, and constant pieces are encoded once.
         """
-        boundary = _boundary()
+        boundary = _boundary(self._rng)
         head = "".join((
             self._static,
             _fold("To", _mailbox("To", to_addr)),

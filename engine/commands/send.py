@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import threading
 import time
 
 import click
@@ -19,7 +21,10 @@ from ..runtime import Runtime
 from ..sending import ledger
 from ..scheduler import run_due
 from ..sending.service import count_recipients, prepare_run, prepare_test_run, refill_unfinished
+from ..sending.helpers import Helpers, helpers_for
 from ..sending.worker import Sender
+
+log = logging.getLogger(__name__)
 
 
 def register(main: click.Group) -> None:
@@ -36,16 +41,47 @@ def make_sender(runtime: Runtime, **kwargs) -> Sender:
 
 
 class _Tally:
-    """Counts outcomes from worker threads and feeds a progress bar."""
+    """Counts outcomes from this process's sender and its helper processes; feeds a progress bar."""
 
     def __init__(self, progress: Progress | None = None, task=None):
         self.counts = {"sent": 0, "failed": 0, "skipped": 0, "deferred": 0, "uncertain": 0}
         self.progress, self.task = progress, task
+        self._lock = threading.Lock()
 
     def __call__(self, run_id: int, status: str) -> None:
-        self.counts[status] = self.counts.get(status, 0) + 1
-        if self.progress is not None and status != "deferred":
-            self.progress.advance(self.task)
+        self.add(run_id, status, 1)
+
+    def add(self, run_id: int, status: str, count: int) -> None:
+        with self._lock:
+            self.counts[status] = self.counts.get(status, 0) + count
+            if self.progress is not None and status != "deferred":
+                self.progress.advance(self.task, count)
+
+
+def drain(runtime: Runtime, run_ids: list[int], *, tally: _Tally, wait: bool) -> None:
+    """Send the runs' queued deliveries in this process and, for a big run, in helper processes too."""
+    sender = make_sender(runtime, on_outcome=tally)
+    with Session(runtime.engine) as session:
+        queued = ledger.due_count(session, run_ids, now=runtime.clock.now())
+    count = helpers_for(runtime.settings, queued)
+    helpers = None
+    if count:
+        helpers = Helpers(settings=runtime.settings, clock=runtime.clock, run_ids=run_ids, count=count,
+                          on_outcome=tally.add)
+        log.info("sending with %d processes", count + 1)
+    try:
+        sender.drain(run_ids, wait_for_retries=wait)
+    except KeyboardInterrupt:
+        sender.stop.set()
+        if helpers is not None:
+            helpers.interrupt()
+            helpers.wait()
+        raise
+    if helpers is not None:
+        if any(helpers.wait()):
+            log.warning("a helper sending process failed; this process sends what it left")
+        # What a helper left (a failed helper's claims, deliveries it deferred) and the run's end.
+        sender.drain(run_ids, wait_for_retries=wait)
 
 
 def _drain_with_progress(runtime: Runtime, run_ids: list[int], total: int, label: str, *, wait: bool) -> _Tally:
@@ -56,12 +92,7 @@ def _drain_with_progress(runtime: Runtime, run_ids: list[int], total: int, label
             done = sum(n for status, n in ledger.counts(session, run_ids[0]).items() if status in ("sent", "failed", "skipped", "uncertain"))
         task = progress.add_task(label, total=total, completed=done)
         tally = _Tally(progress, task)
-        sender = make_sender(runtime, on_outcome=tally)
-        try:
-            sender.drain(run_ids, wait_for_retries=wait)
-        except KeyboardInterrupt:
-            sender.stop.set()
-            raise
+        drain(runtime, run_ids, tally=tally, wait=wait)
     return tally
 
 
@@ -140,7 +171,7 @@ def tick(ctx: click.Context, at_text: str | None) -> None:
     run_ids = refill_unfinished(runtime)
     tally = _Tally()
     if run_ids:
-        make_sender(runtime, on_outcome=tally).drain(run_ids, wait_for_retries=False)
+        drain(runtime, run_ids, tally=tally, wait=False)
     click.echo(f"tick at {at.astimezone(runtime.settings.tz):%Y-%m-%d %H:%M:%S %Z}: "
                + ", ".join(f"{k} {v}" for k, v in tally.counts.items()))
     if report.problems:

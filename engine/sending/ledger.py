@@ -366,6 +366,13 @@ def counts(session: Session, run_id: int) -> dict[str, int]:
     return result
 
 
+def due_count(session: Session, run_ids: Sequence[int], *, now: datetime) -> int:
+    """Queued deliveries of the runs that may be claimed now."""
+    return session.execute(select(func.count()).where(
+        Delivery.run_id.in_(list(run_ids)), Delivery.status == Q.queued.value,
+        or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now))).scalar()
+
+
 def next_retry_at(session: Session, run_id: int) -> datetime | None:
     """When the earliest deferred delivery of the run becomes due, if any is waiting."""
     return session.execute(select(func.min(Delivery.next_attempt_at)).where(
