@@ -174,7 +174,14 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        # A killed process stays a zombie until its parent reaps it: dead all the same. (A helper
+        # whose `valuemail send` was killed with it waits for init to reap it.)
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
 
 
 def reclaim_dead_workers(engine: Engine, *, now: datetime, lease_seconds: float, self_id: str | None = None) -> int:

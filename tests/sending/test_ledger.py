@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -150,6 +151,24 @@ def test_claims_of_a_killed_worker_are_requeued_but_a_live_ones_are_not(db):
         assert ledger.counts(s, run_id) == {"queued": 7, "claimed": 3, "sent": 0, "failed": 0, "skipped": 0, "uncertain": 0}
     # A worker that stopped heartbeating past the lease is presumed dead wherever it runs.
     assert ledger.reclaim_dead_workers(db, now=T0 + timedelta(seconds=61), lease_seconds=60) == 3
+
+
+def test_a_killed_worker_not_yet_reaped_is_dead(db):
+    """A sending process killed with its parent stays a zombie until init reaps it: its claims go back."""
+    add_contacts(db, 3)
+    run_id, _ = new_run(db)
+    ledger.populate(db, run_id, members_after=members, batch_size=10, now=T0)
+    zombie = subprocess.Popen(["true"])
+    with open(f"/proc/{zombie.pid}/stat", "rb") as fh:  # wait, without reaping, until it has exited
+        while fh.seek(0) == 0 and b") Z " not in fh.read():
+            time.sleep(0.01)
+    try:
+        with session_scope(db) as s:
+            s.add(Worker(id="zombie", hostname=os.uname().nodename, pid=zombie.pid, started_at=T0, heartbeat_at=T0))
+        ledger.claim(db, run_id=run_id, worker_id="zombie", limit=2, now=T0)
+        assert ledger.reclaim_dead_workers(db, now=T0, lease_seconds=60) == 2
+    finally:
+        zombie.wait()
 
 
 def test_cancel_skips_queued_rows_leaves_claimed_and_sent_ones_and_stops_claims(db):
