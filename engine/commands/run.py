@@ -18,7 +18,7 @@ from ..migrate import current, head, upgrade
 from ..models import Contact
 from ..scheduler import lease, run_due
 from ..sending.service import refill_unfinished
-from .send import make_sender
+from .send import drain, make_sender
 from .web import build_app, freeze_heap, start_in_thread
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def run(ctx: click.Context, demo: bool, host: str | None, port: int | None) -> N
         while True:
             run_ids = refill_unfinished(runtime)
             if run_ids:
-                sender.drain(run_ids, wait_for_retries=False)
+                drain(runtime, run_ids, sender=sender, on_helper_outcome=lambda *_: None, wait=False)
             work.wait(timeout=2)
             work.clear()
     except KeyboardInterrupt:

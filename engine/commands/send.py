@@ -58,16 +58,18 @@ class _Tally:
                 self.progress.advance(self.task, count)
 
 
-def drain(runtime: Runtime, run_ids: list[int], *, tally: _Tally, wait: bool) -> None:
-    """Send the runs' queued deliveries in this process and, for a big run, in helper processes too."""
-    sender = make_sender(runtime, on_outcome=tally)
+def drain(runtime: Runtime, run_ids: list[int], *, sender: Sender, on_helper_outcome, wait: bool) -> None:
+    """Send the runs' queued deliveries with `sender` and, for a big run, in helper processes too.
+
+    `on_helper_outcome(run_id, status, count)` hears what the helpers sent.
+    """
     with Session(runtime.engine) as session:
         queued = ledger.due_count(session, run_ids, now=runtime.clock.now())
     count = helpers_for(runtime.settings, queued)
     helpers = None
     if count:
         helpers = Helpers(settings=runtime.settings, clock=runtime.clock, run_ids=run_ids, count=count,
-                          on_outcome=tally.add)
+                          on_outcome=on_helper_outcome)
         log.info("sending with %d processes", count + 1)
     try:
         sender.drain(run_ids, wait_for_retries=wait)
@@ -92,7 +94,7 @@ def _drain_with_progress(runtime: Runtime, run_ids: list[int], total: int, label
             done = sum(n for status, n in ledger.counts(session, run_ids[0]).items() if status in ("sent", "failed", "skipped", "uncertain"))
         task = progress.add_task(label, total=total, completed=done)
         tally = _Tally(progress, task)
-        drain(runtime, run_ids, tally=tally, wait=wait)
+        drain(runtime, run_ids, sender=make_sender(runtime, on_outcome=tally), on_helper_outcome=tally.add, wait=wait)
     return tally
 
 
@@ -171,7 +173,7 @@ def tick(ctx: click.Context, at_text: str | None) -> None:
     run_ids = refill_unfinished(runtime)
     tally = _Tally()
     if run_ids:
-        drain(runtime, run_ids, tally=tally, wait=False)
+        drain(runtime, run_ids, sender=make_sender(runtime, on_outcome=tally), on_helper_outcome=tally.add, wait=False)
     click.echo(f"tick at {at.astimezone(runtime.settings.tz):%Y-%m-%d %H:%M:%S %Z}: "
                + ", ".join(f"{k} {v}" for k, v in tally.counts.items()))
     if report.problems:
