@@ -245,8 +245,10 @@ def test_an_smtp_421_makes_every_sender_wait_the_time_it_names(project, database
     add_contacts(db, 3)
     with SmtpSink() as sink:
         sink.handler.replies["user1@example.com"] = "421 4.7.0 Too many messages, try again in 90 seconds"
+        # One connection, so user2 queues behind user1 (on several, it would be on the wire already).
         settings = write_settings(project, database_url, sending={"concurrency": 1},
-                                  extra=f'[provider]\nname = "smtp"\n[provider.smtp]\nport = {sink.port}\ntimeout = 5\n')
+                                  extra=f'[provider]\nname = "smtp"\n[provider.smtp]\nport = {sink.port}\ntimeout = 5\n'
+                                        'pool_size = 1\n')
         clock = FixedClock(NOW)
         run_id = prepare_run(_runtime(settings, db, clock), "spring-sale").run_id
         _sender(settings, db, clock).drain([run_id], wait_for_retries=False)
