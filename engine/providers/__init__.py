@@ -36,6 +36,7 @@ def provider_factory(settings: Settings, *, name: str | None = None,
         return cls.from_settings(section, context=context)
 
     make()  # fail now, not in a worker thread, when the settings cannot build it
+    make.provider_class = cls  # what it sends (`sends_mime`) is known without making one
     return make
 
 

@@ -96,6 +96,9 @@ class Provider(Protocol):
     """
 
     name: str
+    #: True: sends `message.data`, the built MIME (SMTP, outbox, SES raw); False: sends the fields
+    #: (subject, text, html, headers) as an API's JSON or form. A plug-in without it gets both.
+    sends_mime: bool
 
     def send(self, message: OutgoingMessage) -> SendResult:
         """Send one message; per-message failures are results, not exceptions."""

@@ -17,6 +17,7 @@ class OutboxProvider:
     """Writes `<outbox>/<message-id>.eml` atomically, so a crash never leaves half a file."""
 
     name = "outbox"
+    sends_mime = True
 
     def __init__(self, directory: Path, *, sign: Callable[[bytes], bytes] | None = None):
         self.directory = Path(directory)

@@ -145,8 +145,13 @@ class Composer:
         return context
 
     def compose(self, delivery_id: int, to_email: str, contact: ContactData, recipient: Recipient, *,
-                now: datetime) -> OutgoingMessage:
-        """Render and build the MIME message for one delivery."""
+                now: datetime, mime: bool = True, fields: bool = True) -> OutgoingMessage:
+        """Render one delivery's message: the MIME bytes with `mime`, the subject and parts with `fields`.
+
+        A provider that sends raw MIME (SMTP, outbox, SES) reads only the bytes, an API that takes
+        JSON fields only the parts; building (and holding) just what the route's providers read
+        saves a third of the work or of the memory of a batch in flight.
+        """
         context = self.context(delivery_id, contact, recipient)
         rendered = self.compiled(recipient.segment).render(context)
         if self.tracking is not None:
@@ -163,11 +168,14 @@ class Composer:
             ("Feedback-ID", f"{self.run_id}:{self.campaign.id}:{self.settings.sender.feedback_id}"),
         ]
         name = " ".join(p for p in (contact.first_name, contact.last_name) if p)
-        # The parts let the builder reuse the encoding of the template's constant text per recipient.
-        data = self._factory.build(to_addr=(name, to_email), subject=subject, text=rendered.text_parts, html=rendered.html_parts,
-                                   message_id=message_id, date=now, headers=headers)
+        data = b""
+        if mime:
+            # The parts let the builder reuse the encoding of the template's constant text per recipient.
+            data = self._factory.build(to_addr=(name, to_email), subject=subject, text=rendered.text_parts,
+                                       html=rendered.html_parts, message_id=message_id, date=now, headers=headers)
         return OutgoingMessage(envelope_from=self.settings.sender.from_email, recipient=to_email, data=data,
-                               message_id=message_id, subject=subject, text=rendered.text, html=rendered.html,
+                               message_id=message_id, subject=subject, text=rendered.text if fields else "",
+                               html=rendered.html if fields else "",
                                headers=tuple(headers), tag=self.campaign.id,
                                from_email=self.settings.sender.from_email, from_name=self.settings.sender.from_name,
                                to_name=name, reply_to=self.settings.sender.reply_to,

@@ -117,6 +117,15 @@ class Router:
                 self._factories[name] = self._factory_for(name)
             return self._factories[name]
 
+    def message_parts(self, route: Route) -> tuple[bool, bool]:
+        """(MIME bytes, fields): what the route's providers read, so the composer builds only that."""
+        mime = fields = False
+        for name in filter(None, (route.primary, route.fallback)):
+            sends_mime = getattr(getattr(self.factory(name), "provider_class", None), "sends_mime", None)
+            mime |= sends_mime is not False
+            fields |= sends_mime is not True
+        return mime, fields
+
     def breaker(self, name: str) -> Breaker:
         """The circuit breaker of provider `name`."""
         with self._lock:

@@ -72,6 +72,8 @@ class _RunState:
     definition: object
     route: Route
     transactional: bool = False
+    mime: bool = True  # what the route's providers read: the built MIME, the fields, or both
+    fields: bool = True
     error_streak: int = 0
     paused: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -283,8 +285,9 @@ class Sender:
                                     signer=self.signer, test=is_test, engine=self.engine)
                 route = self.router.route(campaign.provider)
                 self.router.prepare(route)
+                mime, fields = self.router.message_parts(route)
                 state = self._runs[run_id] = _RunState(composer=composer, definition=campaign, route=route,
-                                                         transactional=transactional)
+                                                         transactional=transactional, mime=mime, fields=fields)
             return state
 
     def _prepare(self, run_id: int, ids: list[int]) -> _Batch:
@@ -349,7 +352,7 @@ class Sender:
         for item in batch.items:
             try:
                 item.message = state.composer.compose(item.delivery_id, item.email, item.contact, item.recipient,
-                                                      now=now)
+                                                      now=now, mime=state.mime, fields=state.fields)
             except (RenderError, ValueError) as exc:  # this contact's data, not the run: the others go on
                 failed = ledger.failed_attempt(
                     item.delivery_id, attempts=item.attempts, max_attempts=self.settings.sending.max_attempts,
