@@ -132,6 +132,9 @@ class Sender:
     def drain(self, run_ids: list[int] | None = None, *, wait_for_retries: bool = True) -> None:
         """Send every due delivery of `run_ids` (None: every sending run) until none is left or due."""
         s = self.settings.sending
+        import os, sys
+        if os.environ.get("VALUEMAIL_SWITCH"):
+            sys.setswitchinterval(float(os.environ["VALUEMAIL_SWITCH"]))
         ledger.register_worker(self.engine, self.worker_id, now=self.clock.now())
         self.stop.clear()
         self._errors = []
@@ -298,7 +301,9 @@ class Sender:
                 state.paused, state.error_streak = False, 0
         campaign = state.definition
         now = self.clock.now()
-        with Session(self.engine, expire_on_commit=False) as session:
+        # Reads in a deferred transaction: on SQLite the write lock is every process's, and the
+        # group commits of the others must not wait for this batch's queries.
+        with Session(self._reader, expire_on_commit=False) as session:
             rows = session.execute(
                 select(Delivery.id, Delivery.email, Delivery.segment, Delivery.data, Contact, Run.is_test,
                        Run.transactional, Delivery.attempts)
@@ -317,7 +322,8 @@ class Sender:
                     ltv=float(stat.ltv) if stat else 0.0, orders_count=int(stat.orders_count) if stat else 0,
                 )
                 items.append(_Item(delivery_id, contact.id, email, attempts, _contact_data(contact), recipient))
-            ctx = KindContext(campaign_id=campaign.id, now=now, settings=self.settings, run_id=run_id)
+        ctx = KindContext(campaign_id=campaign.id, now=now, settings=self.settings, run_id=run_id)
+        with Session(self.engine, expire_on_commit=False) as session:  # the kind may write (coupon codes, items)
             for segment in {i.recipient.segment for i in items}:
                 group = [i.recipient for i in items if i.recipient.segment == segment]
                 skips.update(campaign.kind.prepare(campaign.variant(segment).section, session, ctx, group))
