@@ -49,14 +49,16 @@ CASES = {
 }
 
 
-@pytest.fixture
-def faulty_run(project, database_url):
+@pytest.fixture(params=[False, True], ids=["lock-step", "pipelined"])
+def faulty_run(request, project, database_url):
+    """The faulty server, offering PIPELINING (RFC 2920) or not: every rule holds either way."""
     only_spring_sale(project)
-    with SmtpSink() as sink:
+    with SmtpSink(pipelining=request.param) as sink:
         settings = write_settings(
             project, database_url,
+            # One sending process: the pool limits asserted below are per process.
             sending={"concurrency": 3, "batch_size": 5, "max_attempts": 3, "retry_base_seconds": 0.05,
-                     "retry_max_seconds": 1.0, "pause_after_errors": 0},
+                     "retry_max_seconds": 1.0, "pause_after_errors": 0, "processes": 1},
             extra=f'[provider]\nname = "smtp"\n[provider.smtp]\nport = {sink.port}\ntimeout = 3\npool_size = 2\n')
         yield settings, sink
 
@@ -109,7 +111,7 @@ def test_sending_threads_share_the_pool_and_it_closes_at_the_end(project, databa
     only_spring_sale(project)
     with SmtpSink() as sink:
         settings = write_settings(
-            project, database_url, sending={"concurrency": 4, "batch_size": 10},
+            project, database_url, sending={"concurrency": 4, "batch_size": 10, "processes": 1},
             extra=(f'[provider]\nname = "smtp"\n[provider.smtp]\nport = {sink.port}\ntimeout = 5\npool_size = 2\n'
                    'max_messages_per_connection = 15\n'))
         engine = add_recipients(settings, [f"r{i}" for i in range(62)])

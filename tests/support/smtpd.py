@@ -2,6 +2,9 @@
 
 Faults are set per recipient address in `Recorder.faults` (see `Fault`); they let one server
 answer each recipient of a run differently, so a single send exercises every failure path.
+`SmtpSink(pipelining=True)` also offers PIPELINING (aiosmtpd reads pipelined commands fine, it
+just does not say so), and `Recorder.reads` keeps every read of every connection, so a test can
+see which commands arrived together.
 """
 
 from __future__ import annotations
@@ -82,6 +85,19 @@ class Recorder:
     max_open: int = 0
     quits: int = 0
     per_connection: list[int] = field(default_factory=list)  # messages accepted on each connection
+    reads: list[list[bytes]] = field(default_factory=list)  # what each connection's reads brought, in order
+    pipelining: bool = False  # offer PIPELINING in the EHLO reply
+    # Recipients whose end of DATA is not answered until the test sets the event (the message is stored).
+    holds: dict[str, threading.Event] = field(default_factory=dict)
+    changed: threading.Condition = field(init=False)
+
+    def __post_init__(self):
+        self.changed = threading.Condition(self.lock)
+
+    def wait_for(self, predicate, timeout: float = 10.0) -> bool:
+        """Block until `predicate(recorder)` holds; it is checked whenever the server's statistics change."""
+        with self.changed:
+            return self.changed.wait_for(lambda: predicate(self), timeout)
 
     def fault(self, address: str) -> Fault | None:
         found = self.faults.get(address.lower())
@@ -97,6 +113,12 @@ class Recorder:
         for m in self.messages:
             counts[m.message_id] = counts.get(m.message_id, 0) + 1
         return counts
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname  # aiosmtpd leaves this to the hook once there is one
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         with self.lock:
@@ -144,6 +166,10 @@ class Recorder:
             self.messages.append(received)
             if hasattr(server, "index"):
                 self.per_connection[server.index] += 1
+            self.changed.notify_all()
+        hold = self.holds.get(envelope.rcpt_tos[0]) if envelope.rcpt_tos else None
+        if hold is not None:
+            await asyncio.to_thread(hold.wait)
         if action == "drop:after-dot":
             await _drop(server)
         if action.startswith("slow:"):
@@ -165,15 +191,21 @@ class FaultySMTP(SMTP):
 
     def connection_made(self, transport):
         handler: Recorder = self.event_handler
+        self.reads: list[bytes] = []
         with handler.lock:
             handler.open_now += 1
             handler.max_open = max(handler.max_open, handler.open_now)
         super().connection_made(transport)
 
+    def data_received(self, data):
+        self.reads.append(bytes(data))
+        super().data_received(data)
+
     def connection_lost(self, error):
         handler: Recorder = self.event_handler
         with handler.lock:
             handler.open_now -= 1
+            handler.changed.notify_all()
         super().connection_lost(error)
 
     async def smtp_EHLO(self, hostname):
@@ -183,11 +215,13 @@ class FaultySMTP(SMTP):
                 self.event_handler.connections += 1
                 self.index = len(self.event_handler.per_connection)
                 self.event_handler.per_connection.append(0)
+                self.event_handler.reads.append(self.reads)
         await super().smtp_EHLO(hostname)
 
     async def smtp_QUIT(self, arg):
         with self.event_handler.lock:
             self.event_handler.quits += 1
+            self.event_handler.changed.notify_all()
         await super().smtp_QUIT(arg)
 
     async def smtp_DATA(self, arg):
@@ -209,12 +243,19 @@ class _Controller(Controller):
 
 
 class SmtpSink:
-    """Start/stop a recording SMTP server on 127.0.0.1."""
+    """Start/stop a recording SMTP server on 127.0.0.1.
 
-    def __init__(self, port: int | None = None, handler: Recorder | None = None):
+    Other keyword arguments go to aiosmtpd's Controller: `ssl_context` (implicit TLS),
+    `tls_context` and `require_starttls`, `authenticator` and `auth_required`, ...
+    """
+
+    def __init__(self, port: int | None = None, handler: Recorder | None = None, *, pipelining: bool = False,
+                 **controller):
         self.handler = handler or Recorder()
+        self.handler.pipelining = pipelining
         self.port = port or free_port()
-        self.controller = _Controller(self.handler, hostname="127.0.0.1", port=self.port, decode_data=False)
+        self.controller = _Controller(self.handler, hostname="127.0.0.1", port=self.port, decode_data=False,
+                                      **controller)
 
     def __enter__(self) -> "SmtpSink":
         self.controller.start()
