@@ -65,9 +65,27 @@ class SandboxLoader(BaseLoader):
         return source, self.files.display(template), lambda: self.files.mtime(template) == mtime
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with `mapping.key` on a plain dict looked up without an exception."""
+
+    def getattr(self, obj, attribute):
+        # For a plain dict and a name that is no dict attribute, the sandbox's getattr raises and
+        # catches an AttributeError, then returns obj[attribute]: the same answer, found directly.
+        # A template reads a hundred such names per mail (`t.headline`, `contact.first_name`).
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+
 def _environment(files: TemplateFiles, *, autoescape: bool, text: bool,
                  transform: Callable[[str, str], str] | None = None) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+    env = _Sandbox(
         autoescape=autoescape,
         undefined=StrictUndefined,
         loader=SandboxLoader(files, transform=transform),

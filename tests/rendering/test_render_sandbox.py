@@ -103,3 +103,18 @@ def test_include_inside_the_directory_works_and_is_sandboxed_too(templates, rend
     templates.write("partials/x.mjml", "<mj-text>x</mj-text>")
     with pytest.raises(RenderError):
         renderer.compile("t2.mjml", subject="s").render(context)
+
+
+def test_a_dict_key_named_like_a_dict_method_still_reads_the_method():
+    """The fast path for `mapping.key` keeps Jinja's order: a dict's own attributes come first."""
+    from jinja2 import UndefinedError
+
+    from engine.rendering.files import TemplateFiles
+    from engine.rendering.jinja import subject_environment
+
+    env = subject_environment(TemplateFiles(os.path.dirname(__file__)))
+    data = {"items": "a key", "name": "Anneke"}
+    assert env.from_string("{{ d.name }}").render(d=data) == "Anneke"
+    assert env.from_string("{{ d.items() | list | length }}").render(d=data) == "2"
+    with pytest.raises(UndefinedError):
+        env.from_string("{{ d.missing }}").render(d=data)  # StrictUndefined, as before
