@@ -1,22 +1,29 @@
-"""The base of the HTTP API providers: one requests.Session per instance, timeouts, shared status mapping."""
+"""The base of the HTTP API providers: a keep-alive connection pool, requests in flight, shared status mapping."""
 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import functools
 import json
+import logging
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import requests
+from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError
 
 from ..errors import ProviderError
 from .base import OutgoingMessage, SendResult
+
+log = logging.getLogger(__name__)
 
 #: Longest error text we keep: the ledger shows it to a marketer, not a debugger.
 MAX_ERROR = 300
@@ -26,11 +33,18 @@ _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 @dataclass(frozen=True)
 class HttpOptions:
-    """Where the API is and how long to wait: `connect_timeout` to reach it, `read_timeout` for its answer."""
+    """Where the API is, how long to wait for it, and how many requests may be in flight at once."""
 
     base_url: str
-    connect_timeout: float = 10.0
-    read_timeout: float = 30.0
+    connect_timeout: float = 10.0  # seconds to reach the API (nothing sent yet)
+    read_timeout: float = 30.0  # seconds to wait for its answer once the request went out
+    concurrency: int = 4  # `[sending] concurrency`: requests in flight at once in send_batch
+
+
+def http_options(settings, context, *, base_url: str | None = None) -> HttpOptions:
+    """HttpOptions from a provider's settings section (URL, timeouts) and its context (concurrency)."""
+    return HttpOptions(base_url or settings.base_url, settings.connect_timeout, settings.read_timeout,
+                       context.concurrency)
 
 
 @functools.cache
@@ -103,27 +117,53 @@ def body_json(response: requests.Response) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-class HttpProvider(abc.ABC):
-    """Sends one message per API request; subclasses build the request and read the provider's answers.
+class _Halt:
+    """The first answer of a batch saying the provider takes nothing now: throttled, down or refusing us."""
 
-    Not thread-safe: the sender makes one instance per worker thread, and each has its own Session
-    (and so its own keep-alive connection).
+    def __init__(self):
+        self.result: SendResult | None = None
+        self._lock = threading.Lock()
+
+    def note(self, results: list[SendResult]) -> None:
+        for result in results:
+            if result.throttled or result.unavailable:
+                with self._lock:
+                    if self.result is None:
+                        self.result = dataclasses.replace(result, error=short(f"not sent: {result.error}"))
+                return
+
+
+class HttpProvider(abc.ABC):
+    """Sends through an HTTP API; subclasses build the requests and read the provider's answers.
+
+    `send_batch` keeps up to `options.concurrency` requests in flight on its own worker threads,
+    over one Session whose pool keeps that many keep-alive connections. A provider with a batch
+    endpoint (`batch_size` > 1) puts up to `batch_size` messages in one request; the others send
+    one request per message. `send` is one request on the caller's thread. One caller at a time.
     """
 
     name = "http"
+    sends_mime = False  # the API's JSON or form fields (SES sends the built MIME)
     #: What to check when the API refuses our credentials (401/403), e.g. "POSTMARK_TOKEN".
     credentials = ""
+    #: Most messages one request may carry (the batch endpoint's limit); 1: one request per message.
+    batch_size = 1
 
     def __init__(self, options: HttpOptions, *, now: Callable[[], datetime] = utc_now):
         self.options = options
         self._now = now
         self._session: requests.Session | None = None
+        self._workers: ThreadPoolExecutor | None = None
 
     # --- for subclasses -------------------------------------------------------------------------
 
     @abc.abstractmethod
     def build_request(self, message: OutgoingMessage) -> requests.Request:
-        """The API request that sends `message`."""
+        """The API request that sends `message` alone."""
+
+    def build_batch_request(self, messages: Sequence[OutgoingMessage]) -> requests.Request:
+        """The batch endpoint's request for up to `batch_size` messages (providers with one)."""
+        raise NotImplementedError
 
     def prepare(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         """A last look at the exact bytes before they go out (SES signs them here)."""
@@ -132,6 +172,10 @@ class HttpProvider(abc.ABC):
     @abc.abstractmethod
     def interpret(self, response: requests.Response) -> SendResult | None:
         """The provider's own reading of a response (success, documented errors); None for the common mapping."""
+
+    def batch_results(self, response: requests.Response, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """One result per message of a batch request; by default the request's own result for each."""
+        return [self.result_for(response)] * len(messages)
 
     def error_text(self, response: requests.Response) -> str:
         """The provider's error code and message from a failed response."""
@@ -148,27 +192,76 @@ class HttpProvider(abc.ABC):
         return self.options.base_url.rstrip("/") + path
 
     def session(self) -> requests.Session:
-        """This instance's Session (and keep-alive connection), opened on first use."""
+        """This instance's Session, opened on first use; its pool keeps `concurrency` keep-alive connections."""
         if self._session is None:
             session = requests.Session()
             session.headers["User-Agent"] = user_agent()
+            # Every request goes to one host: its proxy from the environment (HTTPS_PROXY, NO_PROXY)
+            # is looked up once here, not at each request, and ~/.netrc is not read (its credentials
+            # would replace the API's own Authorization header).
+            session.proxies = requests.utils.resolve_proxies(requests.Request("POST", self.options.base_url), {})
+            session.trust_env = False
+            # No retries (the default): a request that may have gone out is never sent again by us.
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.options.concurrency)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
             self._session = session
         return self._session
 
     def send(self, message: OutgoingMessage) -> SendResult:
-        """Send one message; network failures and provider errors come back as results."""
+        """Send one message in one request; network failures and provider errors come back as results."""
+        answer = self._exchange(self.session(), self.build_request(message))
+        return answer if isinstance(answer, SendResult) else self.result_for(answer)
+
+    def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """Send many messages, many requests at once; one result per message, in order, never raising."""
+        messages = list(messages)
+        if not messages:
+            return []
         session = self.session()
+        if self._workers is None:
+            self._workers = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix=f"{self.name}-http")
+        size = self.batch_size
+        chunks = [messages[i:i + size] for i in range(0, len(messages), size)]
+        halt = _Halt()
+        futures = [self._workers.submit(self._send_chunk, session, chunk, halt) for chunk in chunks]
+        return [result for future in futures for result in future.result()]
+
+    def _send_chunk(self, session: requests.Session, chunk: list[OutgoingMessage], halt: _Halt) -> list[SendResult]:
+        """One request for `chunk` (on a worker thread), unless an earlier answer halted the batch."""
+        if halt.result is not None:
+            # Throttled, down or refusing us: the rest of the batch is not tried, so it is safe to
+            # requeue (throttled) or hand to a fallback provider (unavailable).
+            return [halt.result] * len(chunk)
+        answered = False
         try:
-            prepared = self.prepare(session.prepare_request(self.build_request(message)))
+            request = self.build_request(chunk[0]) if self.batch_size == 1 else self.build_batch_request(chunk)
+            answer = self._exchange(session, request)
+            if isinstance(answer, SendResult):
+                results = [answer] * len(chunk)
+            else:
+                answered = True
+                results = [self.result_for(answer)] if self.batch_size == 1 else self.batch_results(answer, chunk)
+        except Exception as exc:  # a bug must not lose the results of the batch's other requests
+            log.exception("%s: sending %d message(s) failed", self.name, len(chunk))
+            text = short(f"{self.name}: internal error: {type(exc).__name__}: {exc}")
+            # After an answer came, the provider may have taken the messages: never resend them.
+            results = [SendResult.uncertain(text) if answered else SendResult.temporary(text)] * len(chunk)
+        halt.note(results)
+        return results
+
+    def _exchange(self, session: requests.Session, request: requests.Request) -> requests.Response | SendResult:
+        """The response to one API request, or the result for a request that got no answer."""
+        try:
+            prepared = self.prepare(session.prepare_request(request))
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                 requests.exceptions.InvalidSchema) as exc:
             return SendResult.temporary(f"{self.name}: bad API URL: {exc} (check base_url)", unavailable=True)
         try:
-            response = session.send(prepared, timeout=(self.options.connect_timeout, self.options.read_timeout),
-                                    allow_redirects=False)
+            return session.send(prepared, timeout=(self.options.connect_timeout, self.options.read_timeout),
+                                allow_redirects=False)
         except requests.exceptions.RequestException as exc:
             return self._network_failure(exc)
-        return self.result_for(response)
 
     def _network_failure(self, exc: requests.exceptions.RequestException) -> SendResult:
         if isinstance(exc, requests.exceptions.ConnectTimeout) or (
@@ -179,7 +272,7 @@ class HttpProvider(abc.ABC):
             return SendResult.temporary(f"{self.name} unreachable: {_describe(reason)}", unavailable=True)
         # A read timeout, a reset or a truncated answer after the request went out: the provider may
         # have accepted the message. Resending could deliver it twice, so it is never resent.
-        self.close()
+        # (urllib3 has already discarded that connection; the pool's others are fine.)
         return SendResult.uncertain(f"{self.name}: no complete answer after the request was sent: {_describe(exc)}")
 
     def result_for(self, response: requests.Response) -> SendResult:
@@ -211,7 +304,10 @@ class HttpProvider(abc.ABC):
         return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
     def close(self) -> None:
-        """Drop the keep-alive connection; the next send opens a new one."""
+        """Stop the worker threads and drop the keep-alive connections; the next send opens new ones."""
+        workers, self._workers = self._workers, None
+        if workers is not None:
+            workers.shutdown(wait=True)
         session, self._session = self._session, None
         if session is not None:
             session.close()

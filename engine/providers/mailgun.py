@@ -7,7 +7,7 @@ import requests
 from ..config import MailgunSettings
 from ..errors import ProviderError
 from .base import OutgoingMessage, ProviderContext, SendResult
-from .http import HttpOptions, HttpProvider, body_json, mailbox, required_env, short
+from .http import HttpOptions, HttpProvider, body_json, http_options, mailbox, required_env, short
 
 
 class MailgunProvider(HttpProvider):
@@ -28,8 +28,7 @@ class MailgunProvider(HttpProvider):
         if not settings.domain:
             raise ProviderError("[provider.mailgun] domain is not set (your Mailgun sending domain, e.g. mg.example.com)")
         key = required_env(context.env, settings.token_env, provider=cls.name, what="Mailgun API key")
-        return cls(HttpOptions(settings.base_url, settings.connect_timeout, settings.read_timeout), api_key=key,
-                   domain=settings.domain, token_env=settings.token_env)
+        return cls(http_options(settings, context), api_key=key, domain=settings.domain, token_env=settings.token_env)
 
     def build_request(self, message: OutgoingMessage) -> requests.Request:
         fields = [

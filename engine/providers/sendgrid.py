@@ -6,7 +6,7 @@ import requests
 
 from ..config import SendgridSettings
 from .base import OutgoingMessage, ProviderContext, SendResult
-from .http import HttpOptions, HttpProvider, body_json, required_env, short
+from .http import HttpOptions, HttpProvider, body_json, http_options, required_env, short
 
 #: Headers SendGrid refuses in `headers` (it sets them itself, or they come from other fields).
 RESERVED_HEADERS = {"x-sg-id", "x-sg-eid", "received", "dkim-signature", "content-type", "content-transfer-encoding",
@@ -27,8 +27,7 @@ class SendgridProvider(HttpProvider):
     def from_settings(cls, settings: SendgridSettings, *, context: ProviderContext) -> "SendgridProvider":
         """Build from `[provider.sendgrid]`; the API key comes from the environment variable it names."""
         key = required_env(context.env, settings.token_env, provider=cls.name, what="SendGrid API key")
-        return cls(HttpOptions(settings.base_url, settings.connect_timeout, settings.read_timeout), api_key=key,
-                   token_env=settings.token_env)
+        return cls(http_options(settings, context), api_key=key, token_env=settings.token_env)
 
     def build_request(self, message: OutgoingMessage) -> requests.Request:
         to = {"email": message.recipient}

@@ -12,7 +12,7 @@ from botocore.credentials import Credentials
 
 from ..config import SesSettings
 from .base import OutgoingMessage, ProviderContext, SendResult
-from .http import HttpOptions, HttpProvider, body_json, required_env, short, tag_value
+from .http import HttpOptions, HttpProvider, body_json, http_options, required_env, short, tag_value
 
 #: Throttling: the account's sending rate or an API quota.
 THROTTLED = {"TooManyRequestsException", "LimitExceededException", "ThrottlingException"}
@@ -27,6 +27,7 @@ class SesProvider(HttpProvider):
     """Sends the full MIME message (every header as built) through SES v2; botocore signs the request."""
 
     name = "ses"
+    sends_mime = True  # Content.Raw: the message exactly as we built it
 
     def __init__(self, options: HttpOptions, *, region: str, access_key: str, secret_key: str, session_token: str = "",
                  configuration_set: str = "", credentials_hint: str = "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
@@ -45,7 +46,7 @@ class SesProvider(HttpProvider):
         token = (required_env(context.env, settings.session_token_env, provider=cls.name, what="AWS session token")
                  if settings.session_token_env else "")
         base_url = settings.base_url or f"https://email.{settings.region}.amazonaws.com"
-        return cls(HttpOptions(base_url, settings.connect_timeout, settings.read_timeout), region=settings.region,
+        return cls(http_options(settings, context, base_url=base_url), region=settings.region,
                    access_key=access, secret_key=secret, session_token=token,
                    configuration_set=settings.configuration_set,
                    credentials_hint=f"{settings.access_key_env}/{settings.secret_key_env}")

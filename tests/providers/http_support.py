@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from email.message import EmailMessage
 
 from engine.config import MailgunSettings, PostmarkSettings, ResendSettings, SendgridSettings, SesSettings
@@ -27,11 +28,12 @@ def section(name: str, base_url: str, **fields):
     return SETTINGS[name](base_url=base_url, **fields)
 
 
-def provider(name: str, base_url: str, *, env: dict | None = None, var_dir: str = "/nonexistent", **fields):
+def provider(name: str, base_url: str, *, env: dict | None = None, var_dir: str = "/nonexistent", concurrency: int = 4,
+             **fields):
     """A provider instance built the way provider_factory builds it (entry point, from_settings)."""
     cls = available()[name].load()
-    return cls.from_settings(section(name, base_url, **fields),
-                             context=ProviderContext(var_dir=var_dir, env=dict(ENV if env is None else env)))
+    return cls.from_settings(section(name, base_url, **fields), context=ProviderContext(
+        var_dir=var_dir, env=dict(ENV if env is None else env), concurrency=concurrency))
 
 
 def message(to: str = "ann@example.net", *, delivery: int = 41, run: int = 7) -> OutgoingMessage:
@@ -52,3 +54,23 @@ def message(to: str = "ann@example.net", *, delivery: int = 41, run: int = 7) ->
         headers=HEADERS, tag="spring-sale", from_email="news@example.com", from_name="Example Shop",
         to_name="Ann Smit", reply_to="help@example.com",
         metadata=(("valuemail_delivery", str(delivery)), ("valuemail_run", str(run))))
+
+
+def messages(count: int, *, special: dict[int, str] | None = None, start: int = 1000) -> list[OutgoingMessage]:
+    """`count` messages to u<i>@example.net (delivery start+i); `special` gives some a stub behaviour by index."""
+    special = special or {}
+    # One message built by EmailMessage, the others derived from it: building each is slow.
+    template = message()
+    made = []
+    for i in range(count):
+        to, message_id = f"{special.get(i, 'u')}{i}@example.net", f"<{start + i}.7@valuemail.example.com>"
+        data = template.data.replace(b"<ann@example.net>", f"<{to}>".encode()).replace(
+            template.message_id.encode(), message_id.encode())
+        made.append(replace(template, recipient=to, message_id=message_id, data=data,
+                            metadata=(("valuemail_delivery", str(start + i)), ("valuemail_run", "7"))))
+    return made
+
+
+def delivery(message: OutgoingMessage) -> int:
+    """The delivery id a message carries in its metadata."""
+    return int(dict(message.metadata)["valuemail_delivery"])

@@ -1,8 +1,10 @@
 """Local HTTP servers playing each provider's API, written from the providers' public documentation.
 
-Each stub checks the exact request (method, path, authentication, content type, headers, fields)
-and records every mismatch in `problems` (answering 400 so the test fails loudly), then answers as
-the provider documents. What it answers depends on the recipient's local part:
+Each stub checks the exact request (method, path, authentication, content type, headers, fields;
+every entry of a batch request) and records every mismatch in `problems` (answering 400 so the
+test fails loudly), then answers as the provider documents. What it answers depends on the
+recipient's local part (in a batch, per entry where the provider answers per entry; ratelimit,
+error500/503, hang and drop apply to the whole request):
 
     invalid...  the provider's invalid/inactive recipient error
     ratelimit   429 with Retry-After (or the provider's own rate-limit headers)
@@ -44,9 +46,12 @@ class Seen:
     headers: dict[str, str]  # lower-cased names
     body: bytes
     client_port: int = 0  # tells connections apart: keep-alive reuses one
+    _parsed: object = field(default=None, init=False, repr=False, compare=False)
 
     def json(self):
-        return json.loads(self.body)
+        if self._parsed is None:  # parsed once: a batch body is read by several checks
+            self._parsed = json.loads(self.body)
+        return self._parsed
 
     def form(self) -> list[tuple[str, str]]:
         return parse_qsl(self.body.decode(), keep_blank_values=True, strict_parsing=True)
@@ -82,12 +87,23 @@ class Api:
     def __init__(self, expect: Expect | None = None):
         self.expect = expect or Expect()
         self.ids = itertools.count(1)
+        # (metadata, provider id) of every message accepted and sent, in the id form the provider's
+        # webhooks use; a replayed idempotent request sends nothing and adds nothing.
+        self.sent: list[tuple[dict[str, str], str]] = []
 
     def check(self, seen: Seen) -> list[str]:
         raise NotImplementedError
 
     def recipient(self, seen: Seen) -> str:
         raise NotImplementedError
+
+    def recipients(self, seen: Seen) -> list[str]:
+        """Every message's recipient, in request order (one for a single-message endpoint)."""
+        return [self.recipient(seen)]
+
+    def respond(self, seen: Seen, behaviours: list[str]) -> Answer:
+        """The answer to a good request whose messages behave as `behaviours` (hang and drop excluded)."""
+        return self.answer(seen, behaviours[0])
 
     def authorized(self, seen: Seen) -> bool:
         raise NotImplementedError
@@ -138,11 +154,13 @@ def _only(keys, allowed: set[str], where: str) -> list[str]:
 
 
 class PostmarkApi(Api):
-    """POST /email (https://postmarkapp.com/developer/api/email-api)."""
+    """POST /email (https://postmarkapp.com/developer/api/email-api) and POST /email/batch
+    (https://postmarkapp.com/developer/user-guide/send-email-with-api/batch-emails)."""
 
     name = "postmark"
     FIELDS = {"From", "To", "Cc", "Bcc", "Subject", "Tag", "HtmlBody", "TextBody", "ReplyTo", "Metadata", "Headers",
               "TrackOpens", "TrackLinks", "Attachments", "MessageStream"}
+    BATCH_LIMIT = 500
 
     def __init__(self, expect: Expect | None = None, *, message_stream: str = "broadcast"):
         super().__init__(expect)
@@ -155,57 +173,104 @@ class PostmarkApi(Api):
         return Answer.json(401, {"ErrorCode": 10, "Message": "The Server Token you provided in the "
                                  "X-Postmark-Server-Token request header was invalid."})
 
+    @staticmethod
+    def _entries(seen) -> list[dict]:
+        return seen.json() if seen.path == "/email/batch" else [seen.json()]
+
     def metadata(self, seen):
         return seen.json()["Metadata"]
 
     def recipient(self, seen):
-        to = seen.json().get("To", "")
-        return re.sub(r".*<(.*)>", r"\1", to)
+        return self.recipients(seen)[0]
+
+    def recipients(self, seen):
+        return [re.sub(r".*<(.*)>", r"\1", entry.get("To", "")) for entry in self._entries(seen)]
 
     def check(self, seen):
         problems = []
-        if (seen.method, seen.path) != ("POST", "/email"):
-            problems.append(f"{seen.method} {seen.path}, expected POST /email")
+        if seen.method != "POST" or seen.path not in ("/email", "/email/batch"):
+            problems.append(f"{seen.method} {seen.path}, expected POST /email or /email/batch")
         if seen.headers.get("accept") != "application/json":
             problems.append(f"Accept is {seen.headers.get('accept')!r}")
         problems += _content_type(seen, "application/json")
         data = seen.json()
-        problems += _only(data, self.FIELDS, "body")
-        for key in ("From", "To", "Subject"):
-            if not isinstance(data.get(key), str) or not data[key]:
-                problems.append(f"{key} missing")
-        if not data.get("HtmlBody") and not data.get("TextBody"):
-            problems.append("neither HtmlBody nor TextBody")
-        headers = data.get("Headers", [])
-        if not isinstance(headers, list) or any(set(h) != {"Name", "Value"} for h in headers):
-            problems.append(f"Headers is not a list of {{Name, Value}}: {headers!r}")
-        else:
-            problems += self._our_headers({h["Name"]: h["Value"] for h in headers}, "Headers")
-        problems += self._metadata(data.get("Metadata"), "Metadata")
-        if data.get("TrackOpens") is not False:
-            problems.append(f"TrackOpens is {data.get('TrackOpens')!r}, expected false")
-        if data.get("TrackLinks") != "None":
-            problems.append(f"TrackLinks is {data.get('TrackLinks')!r}, expected 'None'")
-        if data.get("MessageStream") != self.message_stream:
-            problems.append(f"MessageStream is {data.get('MessageStream')!r}")
+        if seen.path != "/email/batch":
+            return problems + self._check_message(data)
+        if not isinstance(data, list) or not 1 <= len(data) <= self.BATCH_LIMIT:
+            return problems + [f"batch body is not an array of 1 to {self.BATCH_LIMIT} messages"]
+        for index, entry in enumerate(data):
+            problems += self._check_message(entry, f"[{index}]")
         return problems
 
-    def answer(self, seen, behaviour):
-        to = seen.json()["To"]
+    def _check_message(self, data, where: str = "") -> list[str]:
+        """What is wrong with one message: the /email body, or the batch entry `where` ("[3]")."""
+        if not isinstance(data, dict):
+            return [f"{where or 'body'} is not an object"]
+        at = f"{where} " if where else ""
+        problems = _only(data, self.FIELDS, where or "body")
+        for key in ("From", "To", "Subject"):
+            if not isinstance(data.get(key), str) or not data[key]:
+                problems.append(f"{at}{key} missing")
+        if not data.get("HtmlBody") and not data.get("TextBody"):
+            problems.append(f"{at}neither HtmlBody nor TextBody")
+        headers = data.get("Headers", [])
+        if not isinstance(headers, list) or any(set(h) != {"Name", "Value"} for h in headers):
+            problems.append(f"{at}Headers is not a list of {{Name, Value}}: {headers!r}")
+        else:
+            problems += self._our_headers({h["Name"]: h["Value"] for h in headers}, f"{at}Headers")
+        problems += self._metadata(data.get("Metadata"), f"{at}Metadata")
+        if data.get("TrackOpens") is not False:
+            problems.append(f"{at}TrackOpens is {data.get('TrackOpens')!r}, expected false")
+        if data.get("TrackLinks") != "None":
+            problems.append(f"{at}TrackLinks is {data.get('TrackLinks')!r}, expected 'None'")
+        if data.get("MessageStream") != self.message_stream:
+            problems.append(f"{at}MessageStream is {data.get('MessageStream')!r}")
+        return problems
+
+    @staticmethod
+    def _refusal(behaviour: str, entry: dict, recipient: str) -> dict | None:
+        """The ErrorCode and Message for a refused message (a 422 alone, an entry in a batch answer)."""
         if behaviour == "invalid":
-            return Answer.json(422, {"ErrorCode": 406, "Message": "You tried to send to recipient(s) that have been "
-                                     f"marked as inactive. Found inactive addresses: {self.recipient(seen)}."})
+            return {"ErrorCode": 406, "Message": "You tried to send to recipient(s) that have been marked as "
+                                                 f"inactive. Found inactive addresses: {recipient}."}
         if behaviour == "badrequest":
-            return Answer.json(422, {"ErrorCode": 300, "Message": f"Invalid 'To' address: '{to}'."})
+            return {"ErrorCode": 300, "Message": f"Invalid 'To' address: '{entry['To']}'."}
         if behaviour == "paused":
-            return Answer.json(422, {"ErrorCode": 412, "Message": "Your account is pending approval."})
-        if behaviour == "ratelimit":
-            return Answer.json(429, {"ErrorCode": 429, "Message": "Rate limit exceeded."}, **{"Retry-After": "7"})
-        if behaviour.startswith("error"):
-            return Answer.json(int(behaviour[5:]), {"ErrorCode": 100, "Message": "Maintenance"})
+            return {"ErrorCode": 412, "Message": "Your account is pending approval."}
+        return None
+
+    def _accepted(self, entry: dict) -> dict:
         self.last_id = str(uuid.uuid4())
-        return Answer.json(200, {"To": to, "SubmittedAt": datetime.now(timezone.utc).isoformat(),
-                                 "MessageID": self.last_id, "ErrorCode": 0, "Message": "OK"})
+        self.sent.append((entry["Metadata"], self.last_id))
+        return {"To": entry["To"], "SubmittedAt": datetime.now(timezone.utc).isoformat(), "MessageID": self.last_id,
+                "ErrorCode": 0, "Message": "OK"}
+
+    def _whole_request(self, behaviours: list[str]) -> Answer | None:
+        if "ratelimit" in behaviours:
+            return Answer.json(429, {"ErrorCode": 429, "Message": "Rate limit exceeded."}, **{"Retry-After": "7"})
+        for behaviour in behaviours:
+            if behaviour.startswith("error"):
+                return Answer.json(int(behaviour[5:]), {"ErrorCode": 100, "Message": "Maintenance"})
+        return None
+
+    def answer(self, seen, behaviour):
+        entry = seen.json()
+        refusal = self._refusal(behaviour, entry, self.recipient(seen))
+        if refusal is not None:
+            return Answer.json(422, refusal)
+        return self._whole_request([behaviour]) or Answer.json(200, self._accepted(entry))
+
+    def respond(self, seen, behaviours):
+        if seen.path != "/email/batch":
+            return self.answer(seen, behaviours[0])
+        failed = self._whole_request(behaviours)
+        if failed is not None:
+            return failed
+        # One result per message, in order, with a 200 even when some were refused.
+        results = []
+        for entry, recipient, behaviour in zip(seen.json(), self.recipients(seen), behaviours):
+            results.append(self._refusal(behaviour, entry, recipient) or self._accepted(entry))
+        return Answer.json(200, results)
 
 
 class SendgridApi(Api):
@@ -284,7 +349,9 @@ class SendgridApi(Api):
                                   "X-RateLimit-Reset": str(reset)})
         if behaviour.startswith("error"):
             return Answer.json(int(behaviour[5:]), {"errors": [{"field": None, "message": "internal error"}]})
-        return Answer(202, b"", {"X-Message-Id": f"sg{next(self.ids)}AbCdEfGhIjKlMn"})
+        message_id = f"sg{next(self.ids)}AbCdEfGhIjKlMn"
+        self.sent.append((self.metadata(seen), message_id))
+        return Answer(202, b"", {"X-Message-Id": message_id})
 
 
 class MailgunApi(Api):
@@ -340,20 +407,28 @@ class MailgunApi(Api):
             return Answer.json(429, {"message": "Too many requests"}, **{"Retry-After": "5"})
         if behaviour.startswith("error"):
             return Answer(int(behaviour[5:]), b"Internal Server Error", {"Content-Type": "text/plain"})
-        return Answer.json(200, {"id": f"<20270320090000.{next(self.ids)}.abcdef@{self.domain}>",
-                                 "message": "Queued. Thank you."})
+        message_id = f"20270320090000.{next(self.ids)}.abcdef@{self.domain}"
+        self.sent.append((self.metadata(seen), message_id))  # its events name it without the brackets
+        return Answer.json(200, {"id": f"<{message_id}>", "message": "Queued. Thank you."})
 
 
 class ResendApi(Api):
-    """POST /emails (https://resend.com/docs/api-reference/emails/send-email), with Idempotency-Key."""
+    """POST /emails (https://resend.com/docs/api-reference/emails/send-email) and POST /emails/batch
+    (https://resend.com/docs/api-reference/emails/send-batch-emails), with Idempotency-Key, and
+    the batch's permissive validation (https://resend.com/docs/dashboard/emails/batch-validation-modes)."""
 
     name = "resend"
     FIELDS = {"from", "to", "subject", "bcc", "cc", "reply_to", "html", "text", "react", "headers", "attachments",
               "tags", "scheduled_at"}
+    BATCH_FIELDS = FIELDS - {"attachments", "scheduled_at"}  # "not supported yet" on the batch endpoint
+    BATCH_LIMIT = 100
+    INVALID_TO = ("Invalid `to` field. The email address needs to follow the `email@example.com` or "
+                  "`Name <email@example.com>` format.")
 
     def __init__(self, expect: Expect | None = None):
         super().__init__(expect)
         self.by_key: dict[str, str] = {}  # Idempotency-Key -> the id first answered
+        self.batches: dict[str, tuple[bytes, Answer]] = {}  # a batch's Idempotency-Key -> its body and answer
         self.delivered: list[str] = []  # ids of emails actually sent
 
     def authorized(self, seen):
@@ -362,55 +437,118 @@ class ResendApi(Api):
     def unauthorized(self):
         return Answer.json(403, {"statusCode": 403, "message": "API key is invalid", "name": "invalid_api_key"})
 
+    @staticmethod
+    def _entries(seen) -> list[dict]:
+        return seen.json() if seen.path == "/emails/batch" else [seen.json()]
+
     def metadata(self, seen):
-        return {t["name"]: t["value"] for t in seen.json()["tags"]}
+        return self._tags(seen.json())
+
+    @staticmethod
+    def _tags(entry: dict) -> dict[str, str]:
+        return {t["name"]: t["value"] for t in entry["tags"]}
 
     def recipient(self, seen):
-        to = seen.json().get("to")
-        return to[0] if isinstance(to, list) and to else str(to)
+        return self.recipients(seen)[0]
+
+    def recipients(self, seen):
+        return [to[0] if isinstance(to, list) and to else str(to) for to in (e.get("to") for e in self._entries(seen))]
 
     def check(self, seen):
         problems = []
-        if (seen.method, seen.path) != ("POST", "/emails"):
-            problems.append(f"{seen.method} {seen.path}, expected POST /emails")
+        batch = seen.path == "/emails/batch"
+        if seen.method != "POST" or seen.path not in ("/emails", "/emails/batch"):
+            problems.append(f"{seen.method} {seen.path}, expected POST /emails or /emails/batch")
         problems += _content_type(seen, "application/json")
         key = seen.headers.get("idempotency-key", "")
         if not key or len(key) > 256:
             problems.append(f"Idempotency-Key is {key!r}")
         data = seen.json()
-        problems += _only(data, self.FIELDS, "body")
-        if not isinstance(data.get("to"), list) or not data.get("from") or not data.get("subject"):
-            problems.append("from, to (a list) and subject are required")
-        if not data.get("html") and not data.get("text"):
-            problems.append("neither html nor text")
-        problems += self._our_headers(data.get("headers", {}), "headers")
-        tags = data.get("tags", [])
-        if not isinstance(tags, list) or any(set(t) != {"name", "value"} for t in tags):
-            problems.append(f"tags is {tags!r}")
-        else:
-            problems += [f"tag {t!r}: only ASCII letters, numbers, _ and -" for t in tags
-                         if not TAG_SAFE.match(t["name"]) or not TAG_SAFE.match(t["value"])]
-            problems += self._metadata({t["name"]: t["value"] for t in tags}, "tags")
+        if not batch:
+            return problems + self._check_email(data, "", self.FIELDS)
+        if seen.headers.get("x-batch-validation") != "permissive":
+            problems.append(f"x-batch-validation is {seen.headers.get('x-batch-validation')!r}, expected permissive")
+        if not isinstance(data, list) or not 1 <= len(data) <= self.BATCH_LIMIT:
+            return problems + [f"batch body is not an array of 1 to {self.BATCH_LIMIT} emails"]
+        for index, entry in enumerate(data):
+            problems += self._check_email(entry, f"[{index}]", self.BATCH_FIELDS)
         return problems
 
-    def answer(self, seen, behaviour):
-        if behaviour in ("invalid", "badrequest"):
-            return Answer.json(422, {"statusCode": 422, "name": "validation_error",
-                                     "message": "Invalid `to` field. The email address needs to follow the "
-                                                "`email@example.com` or `Name <email@example.com>` format."})
-        if behaviour == "ratelimit":
+    def _check_email(self, data, where: str, fields: set[str]) -> list[str]:
+        """What is wrong with one email: the /emails body (`where` ""), or the batch entry `where` ("[3]")."""
+        if not isinstance(data, dict):
+            return [f"{where or 'body'} is not an object"]
+        at = f"{where} " if where else ""
+        problems = _only(data, fields, where or "body")
+        if not isinstance(data.get("to"), list) or not data.get("from") or not data.get("subject"):
+            problems.append(f"{at}from, to (a list) and subject are required")
+        if not data.get("html") and not data.get("text"):
+            problems.append(f"{at}neither html nor text")
+        problems += self._our_headers(data.get("headers", {}), f"{at}headers")
+        tags = data.get("tags", [])
+        if not isinstance(tags, list) or any(set(t) != {"name", "value"} for t in tags):
+            problems.append(f"{at}tags is {tags!r}")
+        else:
+            problems += [f"{at}tag {t!r}: only ASCII letters, numbers, _ and -" for t in tags
+                         if not TAG_SAFE.match(t["name"]) or not TAG_SAFE.match(t["value"])]
+            problems += self._metadata({t["name"]: t["value"] for t in tags}, f"{at}tags")
+        return problems
+
+    @staticmethod
+    def _whole_request(behaviours: list[str]) -> Answer | None:
+        if "ratelimit" in behaviours:
             return Answer.json(429, {"statusCode": 429, "name": "rate_limit_exceeded",
                                      "message": "Too many requests. You can only make 2 requests per second."},
                                **{"retry-after": "1", "ratelimit-limit": "2", "ratelimit-remaining": "0",
                                   "ratelimit-reset": "1"})
-        if behaviour.startswith("error"):
-            return Answer.json(int(behaviour[5:]), {"statusCode": int(behaviour[5:]), "name": "application_error",
-                                                    "message": "An unexpected error occurred."})
+        for behaviour in behaviours:
+            if behaviour.startswith("error"):
+                return Answer.json(int(behaviour[5:]), {"statusCode": int(behaviour[5:]), "name": "application_error",
+                                                        "message": "An unexpected error occurred."})
+        return None
+
+    def _send(self, entry: dict) -> str:
+        email_id = str(uuid.uuid4())
+        self.delivered.append(email_id)
+        self.sent.append((self._tags(entry), email_id))
+        return email_id
+
+    def answer(self, seen, behaviour):
+        if behaviour in ("invalid", "badrequest"):
+            return Answer.json(422, {"statusCode": 422, "name": "validation_error", "message": self.INVALID_TO})
+        failed = self._whole_request([behaviour])
+        if failed is not None:
+            return failed
         key = seen.headers["idempotency-key"]
         if key not in self.by_key:
-            self.by_key[key] = str(uuid.uuid4())
-            self.delivered.append(self.by_key[key])
+            self.by_key[key] = self._send(seen.json())
         return Answer.json(200, {"id": self.by_key[key]})
+
+    def respond(self, seen, behaviours):
+        if seen.path != "/emails/batch":
+            return self.answer(seen, behaviours[0])
+        failed = self._whole_request(behaviours)
+        if failed is not None:
+            return failed
+        key = seen.headers["idempotency-key"]
+        if key in self.batches:
+            # The same key within 24 hours: the first answer again and nothing sent, or a 409 when
+            # the payload differs.
+            body, answer = self.batches[key]
+            if body == seen.body:
+                return answer
+            return Answer.json(409, {"statusCode": 409, "name": "invalid_idempotent_request",
+                                     "message": "Same idempotency key used with a different request payload."})
+        # Permissive: the invalid emails are listed by index and not created; the others are sent.
+        data, errors = [], []
+        for index, (entry, behaviour) in enumerate(zip(seen.json(), behaviours)):
+            if behaviour in ("invalid", "badrequest"):
+                errors.append({"index": index, "message": self.INVALID_TO})
+            else:
+                data.append({"id": self._send(entry)})
+        answer = Answer.json(200, {"data": data, "errors": errors})
+        self.batches[key] = (seen.body, answer)
+        return answer
 
 
 class SesApi(Api):
@@ -489,7 +627,9 @@ class SesApi(Api):
             return self._error(500, "InternalFailure", "The request processing has failed.")
         if behaviour == "error503":
             return self._error(503, "ServiceUnavailable", "Service is unavailable.")
-        return Answer.json(200, {"MessageId": f"0102018e{next(self.ids):08x}-abcdef-000000"})
+        message_id = f"0102018e{next(self.ids):08x}-abcdef-000000"
+        self.sent.append((self.metadata(seen), message_id))
+        return Answer.json(200, {"MessageId": message_id})
 
 
 def verify_sigv4(seen: Seen, *, access_key: str, secret: str, region: str, service: str,
@@ -547,17 +687,32 @@ def verify_sigv4(seen: Seen, *, access_key: str, secret: str, region: str, servi
     return problems
 
 
-class Stub:
-    """A threaded HTTP/1.1 server on 127.0.0.1 playing `api`; use as a context manager."""
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # many connections at once from one provider's request pool
 
-    def __init__(self, api: Api, *, close_after_answer: bool = False):
+
+class Stub:
+    """A threaded HTTP/1.1 server on 127.0.0.1 playing `api`; use as a context manager.
+
+    `hold_until=n` holds every answer until n requests are waiting for one at once (then answers
+    them all, and everything after at once): a provider that cannot keep n in flight times out.
+    `max_in_flight` is the most requests that were waiting for an answer at the same moment.
+    """
+
+    def __init__(self, api: Api, *, close_after_answer: bool = False, hold_until: int = 0):
         self.api = api
         self.close_after_answer = close_after_answer
         self.seen: list[Seen] = []
         self.problems: list[str] = []
         self.accepted: list[tuple[Seen, Answer]] = []  # requests answered with success, and the answers
+        self.unanswered: list[str] = []  # recipients of the requests left without an answer (hang, drop)
         self.release = threading.Event()
         self.lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._hold_until = hold_until
+        self._flight = threading.Condition()
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -574,12 +729,16 @@ class Stub:
                             {k.lower(): v for k, v in self.headers.items()}, body, self.client_address[1])
                 with stub.lock:
                     stub.seen.append(seen)
-                answer = stub.handle(seen)
-                if answer.hang:
-                    stub.release.wait(30)
-                    self.close_connection = True
-                    return
-                if answer.drop:
+                stub._arrive()
+                try:
+                    answer = stub.handle(seen)
+                    if answer.hang:
+                        stub.release.wait(30)
+                finally:
+                    # Counted out before the answer is written: the client cannot start another
+                    # request on this connection before it has read this answer.
+                    stub._leave()
+                if answer.hang or answer.drop:
                     self.close_connection = True
                     return
                 self.send_response(answer.status)
@@ -594,33 +753,53 @@ class Stub:
 
             do_GET = do_PUT = do_POST
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
+    def received(self) -> list[str]:
+        """The recipient of every message in every request received, in arrival order (repeats included)."""
+        with self.lock:
+            seen = list(self.seen)
+        return [r for s in seen for r in self.api.recipients(s)]
+
+    def _arrive(self) -> None:
+        with self._flight:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            if self.in_flight >= self._hold_until:
+                self._hold_until = 0
+                self._flight.notify_all()
+            # Bounded only so that a provider that never gets there fails instead of hanging the test.
+            self._flight.wait_for(lambda: self._hold_until == 0, timeout=10)
+
+    def _leave(self) -> None:
+        with self._flight:
+            self.in_flight -= 1
+
     def handle(self, seen: Seen) -> Answer:
         if not self.api.authorized(seen):
             return self.api.unauthorized()
         try:
             problems = self.api.check(seen)
-            recipient = self.api.recipient(seen)
+            recipients = self.api.recipients(seen)
         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-            problems, recipient = [f"unreadable request: {type(exc).__name__}: {exc}"], ""
+            problems, recipients = [f"unreadable request: {type(exc).__name__}: {exc}"], []
         if problems:
             with self.lock:
                 self.problems += problems
             return Answer.json(400, {"stub_problems": problems})
-        behaviour = _behaviour(recipient)
-        if behaviour == "hang":
-            return Answer(0, hang=True)
-        if behaviour == "drop":
-            return Answer(0, drop=True)
+        behaviours = [_behaviour(r) for r in recipients]
+        for lost in ("hang", "drop"):
+            if lost in behaviours:
+                with self.lock:
+                    self.unanswered += recipients
+                return Answer(0, hang=lost == "hang", drop=lost == "drop")
         with self.lock:
-            answer = self.api.answer(seen, behaviour)
+            answer = self.api.respond(seen, behaviours)
             if 200 <= answer.status < 300:
                 self.accepted.append((seen, answer))
             return answer

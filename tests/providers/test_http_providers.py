@@ -359,3 +359,22 @@ def test_retry_after_as_an_http_date_is_read_against_the_providers_clock():
         result = provider("postmark", stub.url).send(message())
     assert stub.problems == []
     assert result.outcome is Outcome.temporary and result.throttled and 88 <= result.retry_after <= 91
+
+
+def test_a_proxy_from_the_environment_is_used_and_netrc_is_not(name, monkeypatch, tmp_path):
+    # The stub plays the HTTP proxy: it is sent the absolute URL and answers as the API.
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine api.example.invalid login someone password secret\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    with stub_for(name) as stub:
+        monkeypatch.setenv("HTTP_PROXY", stub.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        p = provider(name, "http://api.example.invalid")
+        result = p.send_batch([message()])[0]
+        p.close()
+    # (Sent: a Bearer key replaced by the netrc login would have been refused.)
+    assert stub.problems == [] and result.outcome is Outcome.sent, result.error
+    assert stub.seen[0].headers["host"] == "api.example.invalid"
+    if name == "postmark":  # its token is a header of its own: no Authorization may appear
+        assert "authorization" not in stub.seen[0].headers
