@@ -13,7 +13,7 @@ from .http import HttpOptions, HttpProvider, body_json, http_options, mailbox, r
 
 #: Error names (422 and 400) that say this request cannot be sent as it is.
 INVALID = {"validation_error", "missing_required_field", "invalid_parameter", "invalid_attachment",
-           "invalid_idempotency_key", "invalid_idempotent_request"}
+           "invalid_idempotency_key"}
 
 
 class ResendProvider(HttpProvider):
@@ -89,6 +89,10 @@ class ResendProvider(HttpProvider):
         if status == 409 and name == "concurrent_idempotent_requests":
             # The same message is being sent by another request right now: look again shortly.
             return SendResult.temporary(text, code=status, retry_after=self.retry_after(response) or 1.0)
+        if status == 409 and name == "invalid_idempotent_request":
+            # Resend already took a request with this key (this message, or this very batch, sent
+            # before a crash) and its content differs now: it may well have been delivered.
+            return SendResult.uncertain(text, code=status)
         if status == 409:
             return SendResult.permanent(text, code=status)
         return None

@@ -270,6 +270,21 @@ def test_resend_deduplicates_exactly_the_same_batch_sent_again():
     assert len(stub.api.delivered) == 9 and all(r.outcome is Outcome.sent for r in other)
 
 
+def test_a_resend_batch_sent_again_with_other_content_is_uncertain_not_failed():
+    """After a crash the same deliveries may be rendered again (new link tokens): Resend refuses the
+    key with another payload, and the messages it took the first time must not be failed or resent."""
+    import dataclasses
+
+    sent = messages(3)
+    rerendered = [dataclasses.replace(m, html=m.html + "<!-- again -->") for m in sent]
+    with stub_for("resend") as stub:
+        p = provider("resend", stub.url)
+        assert all(r.outcome is Outcome.sent for r in p.send_batch(sent))
+        again = p.send_batch(rerendered)
+    assert [r.outcome for r in again] == [Outcome.uncertain] * 3
+    assert "invalid_idempotent_request" in again[0].error and len(stub.api.delivered) == 3
+
+
 def test_close_stops_the_worker_threads_and_the_next_batch_opens_new_connections():
     with stub_for("sendgrid") as stub:
         p = provider("sendgrid", stub.url, concurrency=2)
