@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import socket
-import ssl
 import threading
 
 import pytest
-import trustme
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from engine.config import load_settings
 from engine.errors import ConfigError
 from engine.providers import Outcome, OutgoingMessage, ProviderContext
 from engine.providers.smtp import SmtpOptions, SmtpPool, SmtpProvider, classify, retry_after
-from tests.support.smtpd import Fault, Recorder, SmtpSink, free_port
+from tests.support.smtpd import Fault, Recorder, SmtpSink, authenticator, free_port
 
 MESSAGE = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: hi\r\nMessage-ID: <1@x>\r\n\r\nhello\r\n"
 
@@ -24,20 +21,8 @@ def message(to="b@example.com") -> OutgoingMessage:
     return OutgoingMessage(envelope_from="a@example.com", recipient=to, data=MESSAGE, message_id="<1@x>")
 
 
-@pytest.fixture(scope="module")
-def tls():
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(server)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return server, client
 
 
-def authenticator(server, session, envelope, mechanism, auth_data):
-    ok = isinstance(auth_data, LoginPassword) and auth_data.login == b"shop" and auth_data.password == b"s3cret"
-    return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers a failure with 535
 
 
 def test_one_connection_is_reused_for_many_messages():

@@ -17,12 +17,10 @@ import threading
 import time
 
 import pytest
-import trustme
-from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from engine.providers import Outcome, OutgoingMessage
 from engine.providers.smtp import SmtpOptions, SmtpPool, SmtpProvider
-from tests.support.smtpd import Fault, SmtpSink, free_port
+from tests.support.smtpd import Fault, SmtpSink, authenticator, free_port
 
 
 def message(i: int, *, body: bytes = b"hello\r\n") -> OutgoingMessage:
@@ -51,15 +49,6 @@ def at_server(sink: SmtpSink) -> dict[str, int]:
     return sink.handler.count_at_server()
 
 
-@pytest.fixture(scope="module")
-def tls():
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(server)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return server, client
 
 
 # -- pipelined or lock-step: the EHLO answer decides ----------------------------------------------
@@ -268,9 +257,6 @@ def test_a_server_that_closes_after_421_throttles_the_batch():
 
 # -- TLS, STARTTLS, AUTH --------------------------------------------------------------------------
 
-def authenticator(server, session, envelope, mechanism, auth_data):
-    ok = isinstance(auth_data, LoginPassword) and auth_data.login == b"shop" and auth_data.password == b"s3cret"
-    return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers a failure with 535
 
 
 def test_implicit_tls_pipelines_a_batch_including_a_message_bigger_than_the_socket_buffers(tls):

@@ -18,7 +18,7 @@ from email import policy
 from email.parser import BytesParser
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
 def free_port() -> int:
@@ -268,3 +268,9 @@ class SmtpSink:
     def messages(self) -> list[Received]:
         with self.handler.lock:
             return list(self.handler.messages)
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    """A login check for `SmtpSink(authenticator=...)`: user `shop`, password `s3cret`."""
+    ok = isinstance(auth_data, LoginPassword) and auth_data.login == b"shop" and auth_data.password == b"s3cret"
+    return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers a failure with 535
