@@ -32,7 +32,7 @@ def test_a_missing_file_means_the_embedded_defaults(tmp_path, monkeypatch):
 
 def test_an_empty_section_keeps_every_default(tmp_path):
     settings = load_settings(write(tmp_path, "[sending]\n[provider.smtp]\n"), env={})
-    assert settings.sending.concurrency == 4 and settings.provider.smtp.port == 1025
+    assert settings.sending.concurrency == 32 and settings.provider.smtp.port == 1025
 
 
 def test_an_explicit_missing_file_is_an_error(tmp_path):

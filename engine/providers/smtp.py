@@ -463,7 +463,9 @@ class SmtpPool:
         try:
             if end is _End.quit:
                 await conn.client.quit()
-            elif end is _End.hang_up:
+            elif end is _End.hang_up or conn.client.alive:
+                # Dropping a live connection: half-close it and wait (at most `timeout`) for the
+                # server to let go too, so it never counts more than pool_size of ours at once.
                 await conn.client.hang_up()
             else:
                 conn.client.abort()
