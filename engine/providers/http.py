@@ -163,7 +163,8 @@ class HttpProvider(abc.ABC):
 
     def build_batch_request(self, messages: Sequence[OutgoingMessage]) -> requests.Request:
         """The batch endpoint's request for up to `batch_size` messages (providers with one)."""
-        raise NotImplementedError
+        # Called only when a subclass sets batch_size > 1, which it does together with this method.
+        raise TypeError(f"{type(self).__name__} sets batch_size = {self.batch_size} but has no build_batch_request")
 
     def prepare(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         """A last look at the exact bytes before they go out (SES signs them here)."""
