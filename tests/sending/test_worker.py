@@ -97,3 +97,18 @@ def test_a_second_manual_send_at_the_same_instant_is_a_new_occurrence(project, s
     _sender(settings, db, lambda: OutboxProvider(settings.var_dir / "outbox")).drain([first.run_id])
     again = prepare_run(runtime, "spring-sale", again=True)
     assert again.run_id != first.run_id and not again.resumed and again.total == 2
+
+
+def test_a_contact_whose_name_cannot_be_a_header_fails_alone(project, settings, db):
+    """A CR/LF in a name (imported or typed in a form) fails that delivery; the run goes on."""
+    only_spring_sale(project)
+    add_contacts(db, 2)
+    add_contacts(db, 1, start=10, first_name="Ann\r\nBcc: everyone@example.com")
+    runtime = Runtime(settings=settings, clock=FixedClock(T0))
+    runtime.__dict__["engine"] = db
+    prepared = prepare_run(runtime, "spring-sale")
+    _sender(settings, db, lambda: OutboxProvider(settings.var_dir / "outbox")).drain([prepared.run_id])
+    with Session(db) as s:
+        rows = dict(s.execute(select(Delivery.email, Delivery.status)).all())
+    assert rows == {"user0@example.com": "sent", "user1@example.com": "sent", "user10@example.com": "failed"}
+    assert len(list((settings.var_dir / "outbox").glob("*.eml"))) == 2
