@@ -14,13 +14,38 @@ from .config import load_settings
 from .errors import InvalidFile, ValuemailError
 from .runtime import Runtime
 
+#: Each command and the module under engine.commands that defines it (`register(group)` adds it).
+COMMANDS = {
+    "admin": "admin", "api-key": "api_key", "contest": "contest", "db": "database", "demo": "demo", "dkim": "dkim",
+    "import": "imports", "points": "points", "preview": "validate", "providers": "providers", "run": "run",
+    "segments": "segments", "send": "send", "survey": "report_kinds", "tick": "tick", "trial": "report_kinds",
+    "uncertain": "uncertain", "validate": "validate", "web": "web", "worker": "tick",
+}
 #: Modules under engine.commands that each define `register(group)`.
-COMMAND_MODULES = ("database", "segments", "web", "imports", "demo", "send", "validate", "run", "contest", "points", "report_kinds",
-                   "admin", "api_key", "providers", "uncertain", "dkim")
+COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
 
 class ValuemailGroup(click.Group):
-    """Turns our own exceptions into a clear message and exit code instead of a traceback."""
+    """Loads a command's module only when that command runs, and turns our own exceptions into a
+    clear message and exit code instead of a traceback.
+
+    Importing every command (the web app, alembic, the webhook verifiers' X.509 code) costs more
+    than half a second, paid by every `send`, `tick` and helper process before its first message.
+    """
+
+    def list_commands(self, ctx):
+        return sorted(set(COMMANDS) | set(super().list_commands(ctx)))
+
+    def get_command(self, ctx, name):
+        if name not in self.commands and name in COMMANDS:
+            importlib.import_module(f"engine.commands.{COMMANDS[name]}").register(self)
+        return super().get_command(ctx, name)
+
+    def load_all(self) -> "ValuemailGroup":
+        """Every command registered now (for code that reads `commands` directly)."""
+        for module in COMMAND_MODULES:
+            importlib.import_module(f"engine.commands.{module}").register(self)
+        return self
 
     def invoke(self, ctx):
         try:
@@ -85,7 +110,7 @@ def get_runtime(ctx: click.Context, *, migrated: bool = True) -> Runtime:
 
 def require_current_schema(runtime: Runtime) -> None:
     """Raise when the database is empty or behind the code's migrations."""
-    from .migrate import current, head
+    from .migrate import HEAD, current
 
     url = runtime.engine.url.render_as_string(hide_password=True)
     try:
@@ -94,10 +119,7 @@ def require_current_schema(runtime: Runtime) -> None:
         raise ValuemailError(f"cannot open the database {url}: {exc}") from None
     if revision is None:
         raise ValuemailError(f"the database {url} has no tables yet: run `valuemail db upgrade` first")
-    if revision != head():
-        raise ValuemailError(f"the database {url} is at schema {revision}, this version needs {head()}: "
+    if revision != HEAD:
+        raise ValuemailError(f"the database {url} is at schema {revision}, this version needs {HEAD}: "
                              "run `valuemail db upgrade`")
 
-
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"engine.commands.{_name}").register(main)

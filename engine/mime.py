@@ -224,10 +224,11 @@ class _PieceEncoder:
             return _qp(body)
         if not isinstance(body, (list, tuple)):
             body = tuple(body)
-        cache = self._cache
-        out: list[bytes] = []
+        cache, out = self._cache, []
+        get, append = cache.get, out.append
+        last = None
         for piece in body:
-            hit = cache.get(piece)
+            hit = get(piece)
             if hit is None:
                 if not piece:
                     continue
@@ -235,19 +236,17 @@ class _PieceEncoder:
                     # A CRLF split across two pieces must stay one line break.
                     return _qp("".join(body))
                 data = _qp(piece)
-                soft = not data.endswith(b"\r\n")
-                hit = (_room_for_soft_break(data) if soft else data, soft)
-                # A str subclass (Markup from autoescaping) is a per-recipient value: not kept.
+                # Each piece but the last ends in a soft line break, kept with it in the cache.
+                hit = (data, False) if data.endswith(b"\r\n") else (_room_for_soft_break(data) + b"=\r\n", True)
+                # A str subclass (Markup from autoescaping) is mostly a per-recipient value: not kept.
                 if type(piece) is str:
                     if len(cache) >= self._limit:
                         cache.clear()
                     cache[piece] = hit
-            out.append(hit[0])
-            if hit[1]:
-                out.append(b"=\r\n")
-        if out and out[-1] == b"=\r\n":
-            out.pop()
-        return b"".join(out)
+            append(hit[0])
+            last = hit
+        joined = b"".join(out)
+        return joined[:-3] if last is not None and last[1] else joined
 
 
 def _armor_line_starts(data: bytes) -> bytes:
@@ -306,6 +305,7 @@ class MessageFactory:
         self._static = "".join(parts)
         self._bodies = _PieceEncoder()
         self._rng = random.Random(os.urandom(16))
+        self._date: tuple[datetime | None, str] = (None, "")  # a batch's messages share one Date
 
     @staticmethod
     def _extra(headers: Iterable[tuple[str, str]]) -> list[str]:
@@ -328,7 +328,7 @@ class MessageFactory:
             self._static,
             _fold("To", _mailbox("To", to_addr)),
             _header("Subject", subject, subject=True),
-            "Date: ", _date(date), "\r\n",
+            "Date: ", self._date_header(date), "\r\n",
             "Message-ID: ", _message_id(message_id), "\r\n",
             *self._extra(headers),
             'Content-Type: multipart/alternative; boundary="', boundary, '"\r\n',
@@ -345,6 +345,14 @@ class MessageFactory:
         tail = "\r\n--" + boundary + "--\r\n"
         return b"".join((head.encode("ascii"), self._bodies.encode(text), middle.encode("ascii"),
                          self._bodies.encode(html), tail.encode("ascii")))
+
+
+    def _date_header(self, date: datetime) -> str:
+        last, text = self._date
+        if date is not last:
+            text = _date(date)
+            self._date = (date, text)
+        return text
 
 
 #: The name used in the brief; the same class.

@@ -57,3 +57,6 @@ else
     .venv/bin/python -m pip install -q --disable-pip-version-check -e . 2>&1 | grep -v -E '^WARNING: Location' || true
 fi
 .venv/bin/python -c "import engine, sqlmodel, flask" # fail loudly if the install did not work
+# An editable install leaves our own modules uncompiled; compile them now, so that no command pays
+# for it at start-up (with PYTHONDONTWRITEBYTECODE set, every one of them would).
+.venv/bin/python -m compileall -q -j 0 engine >/dev/null || true

@@ -4,7 +4,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
-from engine.migrate import alembic_config, current, head
+from engine.migrate import HEAD, alembic_config, current, head, upgrade
 
 
 def test_migrations_create_every_table(db):
@@ -34,3 +34,19 @@ def test_ledger_is_unique_per_run_and_contact(db):
     assert ("run_id", "contact_id") in uniques
     run_uniques = {tuple(u["column_names"]) for u in inspect(db).get_unique_constraints("runs")}
     assert ("campaign_id", "occurrence_at") in run_uniques
+
+
+def test_the_head_constant_is_the_newest_migration_script():
+    assert HEAD == head()
+
+
+def test_current_reads_an_empty_database_as_never_migrated(tmp_path):
+    from engine.db import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    try:
+        assert current(engine) is None
+        upgrade(engine)
+        assert current(engine) == HEAD
+    finally:
+        engine.dispose()

@@ -14,11 +14,11 @@ from sqlmodel import Session
 
 from ..cli import get_runtime
 from ..errors import ValuemailError
-from ..migrate import current, head, upgrade
+from ..migrate import HEAD, current, upgrade
 from ..models import Contact
 from ..scheduler import lease, run_due
 from ..sending.service import refill_unfinished
-from .send import drain, make_sender
+from .send import drain, make_sender, start_helpers
 from .web import build_app, freeze_heap, start_in_thread
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def run(ctx: click.Context, demo: bool, host: str | None, port: int | None) -> N
             click.echo("loading the demo data set ...")
             click.echo(str(load_demo(runtime.engine, settings=settings, clock=runtime.clock)))
         _demo_admin(runtime)
-    elif current(runtime.engine) != head():
+    elif current(runtime.engine) != HEAD:
         raise ValuemailError("the database schema is not up to date: run `valuemail db upgrade` first")
 
     server = start_in_thread(build_app(runtime), host=host or settings.web.host,
@@ -88,7 +88,8 @@ def run(ctx: click.Context, demo: bool, host: str | None, port: int | None) -> N
         while True:
             run_ids = refill_unfinished(runtime)
             if run_ids:
-                drain(runtime, run_ids, sender=sender, on_helper_outcome=lambda *_: None, wait=False)
+                helpers = start_helpers(runtime, run_ids, on_outcome=lambda *_: None)  # new interpreters: threads run here
+                drain(runtime, run_ids, sender=sender, helpers=helpers, wait=False)
             work.wait(timeout=2)
             work.clear()
     except KeyboardInterrupt:

@@ -1,9 +1,8 @@
-"""`valuemail send`, `valuemail tick` and `valuemail worker`."""
+"""`valuemail send`, and the drain that `tick`, `worker` and `run` share with it."""
 
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 
@@ -12,15 +11,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlmodel import Session
 
-from ..cli import get_runtime, parse_instant
-from ..clock import FixedClock
+from ..cli import get_runtime
 from ..models import Run
 from ..providers import provider_factory
 from ..rendering import Renderer
 from ..runtime import Runtime
 from ..sending import ledger
-from ..scheduler import run_due
-from ..sending.service import count_recipients, prepare_run, prepare_test_run, refill_unfinished
+from ..sending.service import count_recipients, prepare_run, prepare_test_run
 from ..sending.helpers import Helpers, helpers_for
 from ..sending.worker import Sender
 
@@ -29,8 +26,6 @@ log = logging.getLogger(__name__)
 
 def register(main: click.Group) -> None:
     main.add_command(send)
-    main.add_command(tick)
-    main.add_command(worker)
 
 
 def make_sender(runtime: Runtime, **kwargs) -> Sender:
@@ -40,7 +35,7 @@ def make_sender(runtime: Runtime, **kwargs) -> Sender:
                   renderer=Renderer(runtime.settings.templates_dir), **kwargs)
 
 
-class _Tally:
+class Tally:
     """Counts outcomes from this process's sender and its helper processes; feeds a progress bar."""
 
     def __init__(self, progress: Progress | None = None, task=None):
@@ -58,19 +53,26 @@ class _Tally:
                 self.progress.advance(self.task, count)
 
 
-def drain(runtime: Runtime, run_ids: list[int], *, sender: Sender, on_helper_outcome, wait: bool) -> None:
-    """Send the runs' queued deliveries with `sender` and, for a big run, in helper processes too.
+def start_helpers(runtime: Runtime, run_ids: list[int], *, on_outcome) -> Helpers | None:
+    """Helper processes for a drain of the runs, if they have enough work; None if not.
 
-    `on_helper_outcome(run_id, status, count)` hears what the helpers sent.
+    Call it before this process starts threads of its own (a progress bar, a pool), so the
+    helpers can be forks of it (see engine.sending.helpers). `on_outcome(run_id, status, count)`
+    hears what they send.
     """
     with Session(runtime.engine) as session:
         queued = ledger.due_count(session, run_ids, now=runtime.clock.now())
     count = helpers_for(runtime.settings, queued)
-    helpers = None
-    if count:
-        helpers = Helpers(settings=runtime.settings, clock=runtime.clock, run_ids=run_ids, count=count,
-                          on_outcome=on_helper_outcome)
-        log.info("sending with %d processes", count + 1)
+    if not count:
+        return None
+    helpers = Helpers(settings=runtime.settings, clock=runtime.clock, run_ids=run_ids, count=count,
+                      on_outcome=on_outcome)
+    log.info("sending with %d processes", count + 1)
+    return helpers
+
+
+def drain(runtime: Runtime, run_ids: list[int], *, sender: Sender, helpers: Helpers | None, wait: bool) -> None:
+    """Send the runs' queued deliveries with `sender`, beside `helpers` (from `start_helpers`) if any."""
     try:
         sender.drain(run_ids, wait_for_retries=wait)
     except KeyboardInterrupt:
@@ -86,19 +88,20 @@ def drain(runtime: Runtime, run_ids: list[int], *, sender: Sender, on_helper_out
         sender.drain(run_ids, wait_for_retries=wait)
 
 
-def _drain_with_progress(runtime: Runtime, run_ids: list[int], total: int, label: str, *, wait: bool) -> _Tally:
+def _drain_with_progress(runtime: Runtime, run_ids: list[int], total: int, label: str, *, wait: bool) -> Tally:
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as progress:
-        with Session(runtime.engine) as session:
-            done = sum(n for status, n in ledger.counts(session, run_ids[0]).items() if status in ("sent", "failed", "skipped", "uncertain"))
-        task = progress.add_task(label, total=total, completed=done)
-        tally = _Tally(progress, task)
-        drain(runtime, run_ids, sender=make_sender(runtime, on_outcome=tally), on_helper_outcome=tally.add, wait=wait)
+    progress = Progress(*columns, console=console, transient=False, disable=not console.is_terminal)
+    with Session(runtime.engine) as session:
+        done = sum(n for status, n in ledger.counts(session, run_ids[0]).items() if status in ("sent", "failed", "skipped", "uncertain"))
+    tally = Tally(progress, progress.add_task(label, total=total, completed=done))
+    helpers = start_helpers(runtime, run_ids, on_outcome=tally.add)  # before the bar's refresh thread
+    with progress:
+        drain(runtime, run_ids, sender=make_sender(runtime, on_outcome=tally), helpers=helpers, wait=wait)
     return tally
 
 
-def _summary(runtime: Runtime, run_id: int, tally: _Tally, seconds: float) -> None:
+def _summary(runtime: Runtime, run_id: int, tally: Tally, seconds: float) -> None:
     with Session(runtime.engine) as session:
         run = session.get(Run, run_id)
         counts = ledger.counts(session, run_id)
@@ -150,49 +153,3 @@ def send(ctx: click.Context, campaign: str, test_to: str | None, dry_run: bool, 
     started = time.monotonic()
     tally = _drain_with_progress(runtime, [prepared.run_id], prepared.total, prepared.campaign.id, wait=not no_wait)
     _summary(runtime, prepared.run_id, tally, time.monotonic() - started)
-
-
-@click.command()
-@click.option("--at", "at_text", metavar="ISO-8601", help="The instant to act as of (default: now).")
-@click.pass_context
-def tick(ctx: click.Context, at_text: str | None) -> None:
-    """Do everything due at an instant (scheduled occurrences), then drain the queue once."""
-    runtime = get_runtime(ctx)
-    if at_text:
-        runtime.clock = FixedClock(parse_instant(at_text, runtime.settings.tz, option="--at"))
-    at = runtime.clock.now()
-    report = run_due(runtime, at=at)
-    for problem in report.problems:
-        click.echo(str(problem), err=True)
-    for campaign_id, reason in report.skipped:
-        click.echo(f"{campaign_id}: skipped, {reason}")
-    for campaign_id, run_id in report.started:
-        click.echo(f"{campaign_id}: started run #{run_id}")
-    for campaign_id, done in report.actions:
-        click.echo(f"{campaign_id}: {done}")
-    run_ids = refill_unfinished(runtime)
-    tally = _Tally()
-    if run_ids:
-        drain(runtime, run_ids, sender=make_sender(runtime, on_outcome=tally), on_helper_outcome=tally.add, wait=False)
-    click.echo(f"tick at {at.astimezone(runtime.settings.tz):%Y-%m-%d %H:%M:%S %Z}: "
-               + ", ".join(f"{k} {v}" for k, v in tally.counts.items()))
-    if report.problems:
-        sys.exit(1)
-
-
-@click.command()
-@click.option("--idle-seconds", default=2.0, show_default=True, help="Pause between polls when there is no work.")
-@click.pass_context
-def worker(ctx: click.Context, idle_seconds: float) -> None:
-    """Send queued deliveries of every run until stopped (one role only, for scaling out)."""
-    runtime = get_runtime(ctx)
-    sender = make_sender(runtime)
-    click.echo(f"worker {sender.worker_id} started (provider {runtime.settings.provider.name})")
-    try:
-        while True:
-            run_ids = refill_unfinished(runtime)
-            if run_ids:
-                sender.drain(run_ids, wait_for_retries=False)
-            time.sleep(idle_seconds)
-    except KeyboardInterrupt:
-        click.echo("worker stopped")

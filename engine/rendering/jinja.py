@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -17,6 +18,22 @@ _CURRENCY_SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "JPY": "¥", "CHF": 
                      "DKK": "kr. "}
 
 
+def _remembered(format_value: Callable[..., str]) -> Callable[..., str]:
+    """`format_value` answering repeated arguments from a cache: a run formats the same few amounts
+    and dates in every one of its mails. Unhashable arguments are formatted each time."""
+    cached = functools.lru_cache(maxsize=4096, typed=True)(format_value)
+
+    @functools.wraps(format_value)
+    def formatted(*args, **kwargs) -> str:
+        try:
+            return cached(*args, **kwargs)
+        except TypeError:  # unhashable
+            return format_value(*args, **kwargs)
+
+    return formatted
+
+
+@_remembered
 def money(value, currency: str = "EUR") -> str:
     """`12.5, "EUR"` → `€12.50`; whole amounts drop the cents (`€10`)."""
     if value is None or value == "":
@@ -30,6 +47,7 @@ def money(value, currency: str = "EUR") -> str:
     return f"{symbol}{text}" if symbol else f"{text} {currency}"
 
 
+@_remembered
 def long_date(value) -> str:
     """An ISO date (or date) as `3 April 2027`; anything else unchanged."""
     if isinstance(value, str):
@@ -81,6 +99,14 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             except KeyError:
                 pass
         return super().getattr(obj, attribute)
+
+    def make_globals(self, d):
+        """A template's globals as one plain dict, not Jinja's ChainMap over the environment's.
+
+        Every render copies them into a fresh context (twice: the values and the key set), and a
+        ChainMap iterates in Python; our environments' globals are all set before any template.
+        """
+        return {**self.globals, **(d or {})}
 
 
 def _environment(files: TemplateFiles, *, autoescape: bool, text: bool,

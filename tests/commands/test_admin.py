@@ -118,4 +118,4 @@ def test_list_role_disable_enable(settings, db):
 
 
 def test_the_cli_registers_the_admin_command():
-    assert {"create", "passwd", "list", "role", "disable", "enable"} <= set(main.commands["admin"].commands)
+    assert {"create", "passwd", "list", "role", "disable", "enable"} <= set(main.get_command(None, "admin").commands)

@@ -13,7 +13,7 @@ from tests.sending.test_send import cli
 
 
 def test_the_cli_registers_the_api_key_commands():
-    assert {"create", "list", "revoke"} <= set(main.commands["api-key"].commands)
+    assert {"create", "list", "revoke"} <= set(main.get_command(None, "api-key").commands)
 
 
 def test_create_prints_the_key_once_and_stores_only_its_hash(settings, db):
