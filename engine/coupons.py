@@ -12,6 +12,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
+from .db import among
 from .errors import InvalidFile, NotFound, ValuemailError
 from .models import Campaign, Coupon, Delivery, Run
 
@@ -61,7 +62,7 @@ def issue(session: Session, *, campaign_id: str, contact_ids: Sequence[int], pre
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     for _ in range(5):
         existing = dict(session.execute(select(Coupon.contact_id, Coupon.code).where(
-            Coupon.campaign_id == campaign_id, Coupon.contact_id.in_(contact_ids))).all())
+            Coupon.campaign_id == campaign_id, among(Coupon.contact_id, contact_ids))).all())
         missing = [c for c in contact_ids if c not in existing]
         if limit is not None and missing:
             issued = session.execute(select(func.count()).where(Coupon.campaign_id == campaign_id)).scalar()

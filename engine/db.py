@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from sqlalchemy import DateTime, create_engine, event, types
 from sqlalchemy.engine import Engine
@@ -106,6 +107,48 @@ class UTCDateTime(types.TypeDecorator):
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class _ValueList(types.TypeDecorator):
+    """A list bound as one parameter: a PostgreSQL array, or a JSON array for SQLite's json_each."""
+
+    impl = types.NullType
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return list(value) if dialect.name == "postgresql" else json.dumps(list(value))
+
+
+class _among(FunctionElement):
+    type = types.Boolean()
+    inherit_cache = True
+    _is_implicitly_boolean = True  # a comparison already: no "= 1" where booleans are integers
+    name = "among"
+
+
+def among(column, values: Iterable) -> ColumnElement:
+    """`column IN (values)` with the values as one parameter, so the statement's text is the same
+    whatever their number.
+
+    A plain `in_()` renders one placeholder per value: a batch's 500 ids cost SQLAlchemy a
+    rendering pass and psycopg a query parse (too long for its cache) on every execution.
+    """
+    from sqlalchemy import bindparam
+
+    return _among(column, bindparam(None, list(values), type_=_ValueList()))
+
+
+@compiles(_among, "sqlite")
+def _among_sqlite(element, compiler, **kw):
+    column, values = list(element.clauses)
+    return f"{compiler.process(column, **kw)} IN (SELECT value FROM json_each({compiler.process(values, **kw)}))"
+
+
+@compiles(_among, "postgresql")
+def _among_pg(element, compiler, **kw):
+    column, values = list(element.clauses)
+    array = compiler.dialect.type_compiler_instance.process(column.type)
+    return f"{compiler.process(column, **kw)} = ANY(CAST({compiler.process(values, **kw)} AS {array}[]))"
 
 
 class days_between(FunctionElement):

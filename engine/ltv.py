@@ -32,7 +32,7 @@ from sqlmodel import Session
 
 from .clock import ensure_utc
 from .config import Settings
-from .db import UTCDateTime, days_between
+from .db import UTCDateTime, among, days_between
 from .models import VOID_ORDER_STATUSES, Contact, Order
 
 #: Average days per month (365.25 / 12), so tenure in months does not depend on the calendar.
@@ -105,7 +105,7 @@ def _grouped_totals(default_margin: ColumnElement, *, after_id: int, contact_ids
     if after_id:
         query = query.where(Order.contact_id > after_id)
     if contact_ids is not None:
-        query = query.where(Order.contact_id.in_(contact_ids))
+        query = query.where(among(Order.contact_id, contact_ids))
     sub = query.subquery("order_totals")
     c = sub.c
     totals = _Totals(func.coalesce(c.orders_count, 0), func.coalesce(c.revenue_cents, 0), c.margin_cents,
@@ -180,7 +180,7 @@ def contact_stats(*, now: datetime, settings: Settings, after_id: int = 0,
     if after_id:
         query = query.where(Contact.id > after_id)
     if ids is not None:
-        query = query.where(Contact.id.in_(ids))
+        query = query.where(among(Contact.id, ids))
     return query.subquery("contact_stats")
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import case, func, select
 from sqlmodel import Session
 
 from ..config import Settings
+from ..db import among
 from ..models import Delivery, DeliveryStatus, Run
 
 
@@ -23,7 +24,7 @@ def over_cap(session: Session, contact_ids: Sequence[int], *, now: datetime, set
                func.sum(case((Delivery.sent_at > day_ago, 1), else_=0)),
                func.count())
         .join(Run, Run.id == Delivery.run_id)
-        .where(Delivery.contact_id.in_(contact_ids),
+        .where(among(Delivery.contact_id, contact_ids),
                Delivery.status.in_((DeliveryStatus.sent.value, DeliveryStatus.uncertain.value)),
                Delivery.sent_at > week_ago, Run.transactional.is_(False), Run.is_test.is_(False))
         .group_by(Delivery.contact_id)

@@ -24,7 +24,7 @@ from sqlalchemy import and_, bindparam, delete, func, literal, or_, select, true
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from ..db import session_scope, upsert_insert
+from ..db import among, session_scope, upsert_insert
 from ..models import (
     OPEN_RUN_STATUSES,
     Campaign,
@@ -211,7 +211,7 @@ def reclaim_dead_workers(engine: Engine, *, now: datetime, lease_seconds: float,
 def _release_claims(session, worker_ids: Sequence[str], delivery_ids: Sequence[int] | None = None) -> int:
     stmt = update(Delivery).where(Delivery.status == Q.claimed.value, Delivery.claimed_by.in_(worker_ids))
     if delivery_ids is not None:
-        stmt = stmt.where(Delivery.id.in_(delivery_ids))
+        stmt = stmt.where(among(Delivery.id, delivery_ids))
     return session.execute(stmt.values(status=Q.queued.value, claimed_by=None, claimed_at=None)).rowcount
 
 

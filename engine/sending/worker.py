@@ -36,7 +36,7 @@ from ..campaigns import load_campaign
 from ..campaigns.kinds import KindContext, Recipient
 from ..clock import Clock
 from ..config import Settings
-from ..db import read_only
+from ..db import among, read_only
 from ..errors import InvalidFile, RenderError
 from ..models import TRANSACTIONAL_STATUSES, Contact, ContactStatus, Delivery, KindOptOut, Run, Suppression
 from ..providers import Outcome, OutgoingMessage, SendResult, provider_factory as build_factory, send_batch
@@ -311,7 +311,7 @@ class Sender:
                 select(Delivery.id, Delivery.email, Delivery.segment, Delivery.data, *_CONTACT_COLUMNS, Run.is_test,
                        Run.transactional, Delivery.attempts)
                 .join(Contact, Contact.id == Delivery.contact_id).join(Run, Run.id == Delivery.run_id)
-                .where(Delivery.id.in_(ids)).order_by(Delivery.id)
+                .where(among(Delivery.id, ids)).order_by(Delivery.id)
             ).all()
             # Plain rows, not ORM objects: 500 of them per batch is measurable.
             rows = [(r[0], r[1], r[2], r[3], _ContactRow(*r[4:4 + len(_CONTACT_COLUMNS)]), *r[4 + len(_CONTACT_COLUMNS):])
@@ -340,7 +340,7 @@ class Sender:
     def _unsendable(self, session, rows, now, *, kind: str) -> dict[int, str]:
         """Deliveries of the batch that must not go out, with the reason: suppressed, unsubscribed, opted out, capped."""
         keys = {r[1].lower() for r in rows}
-        suppressed = set(session.execute(select(Suppression.email_key).where(Suppression.email_key.in_(keys))).scalars())
+        suppressed = set(session.execute(select(Suppression.email_key).where(among(Suppression.email_key, keys))).scalars())
         skips = {}
         for delivery_id, email, _, _, contact, is_test, transactional, _ in rows:
             if email.lower() in suppressed or (not is_test and contact.status not in _mailable(transactional)):
@@ -349,7 +349,7 @@ class Sender:
         if marketing:
             # The preference centre may have said "not this kind" after the ledger was filled.
             opted_out = set(session.execute(select(KindOptOut.contact_id).where(
-                KindOptOut.kind == kind, KindOptOut.contact_id.in_([r[4].id for r in marketing]))).scalars())
+                KindOptOut.kind == kind, among(KindOptOut.contact_id, [r[4].id for r in marketing]))).scalars())
             skips.update({r[0]: SKIP_OPTED_OUT for r in marketing if r[4].id in opted_out})
             marketing = [r for r in marketing if r[0] not in skips]
         if marketing:
@@ -400,12 +400,12 @@ class Sender:
             return items
         with self._reader.connect() as conn:
             keys = {i.email.lower() for i in items}
-            gone = set(conn.execute(select(Suppression.email_key).where(Suppression.email_key.in_(keys))).scalars())
+            gone = set(conn.execute(select(Suppression.email_key).where(among(Suppression.email_key, keys))).scalars())
             unsubscribed: set[int] = set()
             if not state.composer.test:
                 allowed = _mailable(state.transactional)
                 unsubscribed = {cid for cid, status in conn.execute(
-                    select(Contact.id, Contact.status).where(Contact.id.in_({i.contact_id for i in items})))
+                    select(Contact.id, Contact.status).where(among(Contact.id, {i.contact_id for i in items})))
                     if status not in allowed}
         skipped = [i for i in items if i.email.lower() in gone or i.contact_id in unsubscribed]
         if skipped:
