@@ -84,7 +84,7 @@ def require_role(role: str) -> Callable:
 def login():
     """The login form; a right email and password start a fresh session and go on to `next`."""
     target = safe_next(request.values.get("next"))
-    if request.method == "GET":
+    if request.method != "POST":  # GET and HEAD (which Flask routes here) never change state
         if _load_user() is not None:
             return redirect(target)
         return _login_page(target)

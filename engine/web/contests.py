@@ -187,7 +187,7 @@ def share(token: str):
     lang = _visitor_language(session.get(Contact, referrer_id))
     page = _Page(campaign, lang=lang)
     action = url_for("contests.share", token=token)
-    if request.method == "GET":
+    if request.method != "POST":  # GET and HEAD (which Flask routes here) never change state
         return page.render(session, form="email", action=action, sent=request.args.get("sent") == "1")
     typed = (request.form.get("email") or "").strip()
     try:

@@ -145,7 +145,7 @@ def download(token: str):
 def erase(token: str):
     """GET: explain what erasing does and ask to confirm. POST (CSRF): erase."""
     ctx = web_context()
-    if request.method == "GET":
+    if request.method != "POST":  # GET and HEAD (which Flask routes here) never change state
         session = db_session()
         subject = subject_of(session, ctx.signer.unsign("preferences", token))
         contact = subject.contact

@@ -47,7 +47,7 @@ def unsubscribe(token: str):
             return Response("You are unsubscribed.\n", status=200, mimetype="text/plain")
         return render_template("public/erased.html", lang=lang, t=preference_labels(lang),
                                sender=web_context().settings.sender)
-    if request.method == "GET":
+    if request.method != "POST":  # GET and HEAD (which Flask routes here) never change state
         return render_template("public/unsubscribe.html", **view)
     one_click = is_one_click(request)
     if not one_click:

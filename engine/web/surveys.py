@@ -99,7 +99,7 @@ def page(token: str):
         # Sent already: a POST changes nothing and gets the same read-only page.
         return render_template("public/survey.html", submitted=True, values=stored,
                                shown=_shown_answers(questions, stored, labels), **view)
-    if request.method == "GET":
+    if request.method != "POST":  # GET and HEAD (which Flask routes here) never change state
         return render_template("public/survey.html", submitted=False, values=stored, errors={},
                                saved=request.args.get("saved") == "1", **view)
 

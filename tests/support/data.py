@@ -22,3 +22,14 @@ def add_contacts(engine, n: int, *, start: int = 0, now: datetime = T0, domain: 
     with engine.begin() as conn:
         for chunk in range(0, len(rows), 1000):
             conn.execute(insert(Contact), rows[chunk:chunk + 1000])
+
+
+def database_state(engine) -> dict[str, list[tuple]]:
+    """Every row of every table, in a comparable form: to show that a request changed nothing."""
+    from sqlmodel import SQLModel
+
+    state = {}
+    with engine.connect() as conn:
+        for table in SQLModel.metadata.sorted_tables:
+            state[table.name] = sorted((tuple(repr(v) for v in row) for row in conn.execute(table.select())))
+    return state

@@ -103,3 +103,16 @@ def test_creating_the_app_touches_no_database(settings, clock):
     event.listen(engine, "connect", lambda *a: connects.append(1))
     create_app(settings=settings, engine=engine, clock=clock)
     assert connects == []
+
+
+#: The pages that take both a GET (a form, a confirmation) and a POST (the change), each with a test
+#: that HEAD and OPTIONS, form body included, change nothing (test_public, test_preferences,
+#: test_surveys, test_contest_pages, test_auth: `test_head_...`).
+GET_AND_POST = {"/admin/login", "/u/", "/u/<token>", "/p/<token>/erase", "/s/<token>", "/c/<token>", "/c/r/<token>",
+                "/c/confirm/<token>"}
+
+
+def test_every_page_with_a_get_and_a_post_is_covered_by_a_head_test(app):
+    """A new view answering GET and POST on one URL must get its own HEAD test (and a place here)."""
+    both = {rule.rule for rule in app.url_map.iter_rules() if {"GET", "POST"} <= rule.methods}
+    assert both == GET_AND_POST

@@ -14,6 +14,8 @@ from engine.db import session_scope
 from engine.models import LoginFailure, Run
 from engine.web import create_app
 
+from tests.support.data import database_state
+
 from .factories import T0, make_campaign, make_run
 from .logins import PASSWORD, csrf_token, log_in, make_admin
 
@@ -339,3 +341,12 @@ def test_the_login_page_says_when_there_is_no_account_yet(client, db):
     html = client.get(LOGIN).text
     assert "There is no admin account yet" not in html
     assert 'autocomplete="current-password"' in html
+
+
+def test_head_with_the_right_credentials_logs_nobody_in(client, db):
+    make_admin(db)
+    before = database_state(db)
+    head = client.head("/admin/login", data={"email": "admin@example.com", "password": PASSWORD})
+    assert head.status_code == 200
+    assert client.get("/admin/").status_code == 302  # still sent to the login page
+    assert database_state(db) == before

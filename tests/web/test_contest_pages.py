@@ -21,7 +21,7 @@ from engine.rendering import Renderer
 from engine.sending import ledger
 from engine.sending.worker import Sender
 from tests.sending.test_send import smtp_settings
-from tests.support.data import add_contacts
+from tests.support.data import add_contacts, database_state
 from tests.support.smtpd import SmtpSink
 
 UTC = timezone.utc
@@ -450,3 +450,13 @@ def test_an_address_email_validator_refuses_is_asked_again(typed, client, db, se
     response = post_form(client, share_path(settings, referrer), email=typed)
     assert response.status_code == 400 and "valid email address" in response.text
     assert confirmations(db) == []
+
+
+def test_head_and_options_never_enter_or_queue_a_confirmation(client, db, settings, invited):
+    referrer, entry = invited["user10@example.com"]
+    share = share_path(settings, referrer)
+    before = database_state(db)
+    for path in (entry, share, confirm_path(settings, "friend@example.org", referrer)):
+        assert client.head(path, data={"email": "friend@example.org"}).status_code == 200, path
+        assert client.options(path, data={"email": "friend@example.org"}).status_code == 200, path
+    assert database_state(db) == before and confirmations(db) == [] and entries(db) == []

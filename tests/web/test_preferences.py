@@ -18,6 +18,7 @@ from engine.models import (
 )
 from engine.suppression import fingerprint, is_suppressed
 from engine.web.i18n import _COUPON, _PREFERENCES, _UNSUBSCRIBE
+from tests.support.data import database_state
 
 from .factories import T0, make_campaign, make_contact, make_delivery, make_run
 
@@ -278,3 +279,12 @@ def test_after_erasure_the_unsubscribe_link_says_so_without_the_placeholder(clie
     assert "Your data is erased" in html and "erased.invalid" not in html
     one_click = client.post(url, data={"List-Unsubscribe": "One-Click"})
     assert one_click.status_code == 200 and one_click.mimetype == "text/plain"
+
+
+def test_head_and_options_never_erase(client, signer, alice, db):
+    url = prefs_url(signer, alice["delivery"]) + "/erase"
+    before = database_state(db)
+    assert client.head(url).status_code == 200
+    assert client.head(url, data={"confirm": "1"}).status_code == 200
+    assert client.options(url).status_code == 200
+    assert database_state(db) == before

@@ -11,6 +11,7 @@ from sqlmodel import Session, select
 from engine.db import session_scope
 from engine.models import Contact, Delivery, Suppression
 from engine.web import create_app
+from tests.support.data import database_state
 
 from .factories import T0, make_campaign, make_contact, make_delivery, make_run
 
@@ -209,3 +210,14 @@ def test_error_pages_follow_the_browser_language(client, signer, mail):
     assert '<html lang="nl">' in response.text and "Ongeldige link" in response.text
     assert "Invalid link" in client.get("/u/not-a-token", headers={"Accept-Language": "de"}).text
     assert "Op dit adres staat geen pagina." in client.get("/nowhere", headers=dutch).text
+
+
+def test_head_and_options_never_unsubscribe_even_with_the_one_click_body(client, signer, db, mail):
+    """Link scanners send HEAD to List-Unsubscribe URLs; HEAD is answered as GET and changes nothing."""
+    url = f"/u/{signer.sign('unsubscribe', mail['delivery'])}"
+    before = database_state(db)
+    assert client.head(url, data="List-Unsubscribe=One-Click",
+                       content_type="application/x-www-form-urlencoded").status_code == 200
+    assert client.head(url).status_code == 200
+    assert client.options(url).status_code == 200
+    assert database_state(db) == before

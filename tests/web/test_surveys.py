@@ -12,7 +12,7 @@ from engine import surveys
 from engine.campaigns import load_campaign
 from engine.db import session_scope
 from engine.models import Campaign, Contact, Delivery, Run, SurveyAnswer
-from tests.support.data import add_contacts
+from tests.support.data import add_contacts, database_state
 
 from .factories import T0
 
@@ -183,3 +183,13 @@ def test_forged_tokens_and_non_survey_invitations_get_friendly_pages(client, sig
 def test_a_signed_id_beyond_bigint_is_refused_as_a_bad_link(client, signer):
     huge = signer.sign("survey", 2**63)  # one past the largest id a table can hold: refused as a bad link
     assert client.get(f"/s/{huge}").status_code == 400
+
+
+def test_head_and_options_with_a_filled_in_form_store_nothing(client, signer, settings, db):
+    delivery = invite(db, settings)
+    url = f"/s/{signer.sign('survey', delivery)}"
+    form = {"recommend": "9", "delivery": "4", "mattered_most": "price", "action": "send"}
+    before = database_state(db)
+    assert client.head(url, data=form).status_code == 200
+    assert client.options(url, data=form).status_code == 200
+    assert database_state(db) == before and answers(db, delivery) is None
