@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 
 from engine.config import load_settings
@@ -22,6 +23,13 @@ BACKENDS = [b for b in os.environ.get("VALUEMAIL_TEST_BACKENDS", "sqlite,postgre
 #: example campaigns are dated (the spring sale runs 2027-03-20 to 04-03), so the suite must not
 #: depend on the day it runs. Commands given `tick --at` still use their own instant.
 AS_OF = "2027-03-20T09:00:00+01:00"
+
+# Property tests draw the same examples on every run (a failure is reproduced by running the test
+# again, and CI cannot fail on a draw no one saw before); no example database is kept between runs.
+# `--hypothesis-profile=explore` draws new ones, for a search for new bugs by hand.
+hypothesis_settings.register_profile("valuemail", derandomize=True, database=None, deadline=None)
+hypothesis_settings.register_profile("explore", database=None, deadline=None, max_examples=1000)
+hypothesis_settings.load_profile("valuemail")
 
 
 @pytest.fixture(autouse=True)

@@ -44,12 +44,17 @@ def test_every_key_is_different(db):
 
 def test_verify_accepts_the_key_and_refuses_everything_else(db):
     new = _create(db)
-    prefix = new.record.prefix
+    prefix, secret = new.record.prefix, new.key.split("_", 2)[2]
+    # Built to differ from the real ones whatever random digits they have (a prefix may be all
+    # decimal, so prefix.upper() can equal it; 43 base64url characters lack a letter with chance 1e-31).
+    other_prefix = "".join("1" if c == "0" else "0" for c in prefix)
+    other_case = secret.swapcase()
+    assert other_prefix != prefix and other_case != secret
     with Session(db) as s:
         assert api_keys.verify(s, new.key).id == new.record.id
         for wrong in [None, "", "vm", "vm__", f"vm_{prefix}_", f"xx_{prefix}_secret", f"vm_{prefix}_wrong",
-                      new.key + "x", new.key[:-1], f"vm_00000000_{new.key.split('_', 2)[2]}",
-                      f"vm_{prefix}_\x00", f"vm_{prefix.upper()}_{new.key.split('_', 2)[2]}",
+                      new.key + "x", new.key[:-1], f"vm_{other_prefix}_{secret}",
+                      f"vm_{prefix}_\x00", f"vm_{prefix}_{other_case}", f"VM_{prefix}_{secret}",
                       f"vm_\x00{prefix[1:]}_x", "vm_" + "a" * 500]:
             with pytest.raises(InvalidApiKey):
                 api_keys.verify(s, wrong)
