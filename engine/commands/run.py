@@ -85,12 +85,10 @@ def run(ctx: click.Context, demo: bool, host: str | None, port: int | None) -> N
     sender = make_sender(runtime)
     freeze_heap()  # everything above lives as long as the process
     try:
+        failures = 0
         while True:
-            run_ids = refill_unfinished(runtime)
-            if run_ids:
-                helpers = start_helpers(runtime, run_ids, on_outcome=lambda *_: None)  # new interpreters: threads run here
-                drain(runtime, run_ids, sender=sender, helpers=helpers, wait=False)
-            work.wait(timeout=2)
+            failures = 0 if send_round(runtime, sender) else failures + 1
+            work.wait(timeout=retry_delay(failures))
             work.clear()
     except KeyboardInterrupt:
         click.echo("stopping ...")
@@ -98,6 +96,26 @@ def run(ctx: click.Context, demo: bool, host: str | None, port: int | None) -> N
         scheduler.shutdown(wait=False)
         lease.release(runtime.engine, SCHEDULER_LEASE, holder)
         server.stop()
+
+
+def send_round(runtime, sender) -> bool:
+    """Drain what is queued once; False (logged) if it failed, so that the web UI and the scheduler
+    in this process go on whatever happened to one round of sending."""
+    try:
+        run_ids = refill_unfinished(runtime)
+        if run_ids:
+            helpers = start_helpers(runtime, run_ids, on_outcome=lambda *_: None)  # new interpreters: threads run here
+            drain(runtime, run_ids, sender=sender, helpers=helpers, wait=False)
+    except Exception as exc:  # noqa: BLE001 - logged; the next round tries again
+        first_line = (str(exc) or type(exc).__name__).splitlines()[0]  # a database error carries its SQL
+        log.error("sending stopped: %s", first_line, exc_info=log.isEnabledFor(logging.DEBUG))
+        return False
+    return True
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds to the next round: 2, and after failed rounds 4, 8, ... up to 5 minutes."""
+    return min(300.0, 2.0 * 2 ** failures)
 
 
 #: The account `run --demo` makes when there is none, so that the quick start can log in.

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Callable, Sequence
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -243,6 +244,8 @@ class Sender:
         """The first stage: claim batches run by run, check and prepare them."""
         try:
             for run_id in run_ids:
+                if not self._loads(run_id):
+                    continue
                 while not self.stop.is_set():
                     ids = ledger.claim(self.engine, run_id=run_id, worker_id=self.worker_id,
                                        limit=self.settings.sending.batch_size, now=self.clock.now())
@@ -255,6 +258,16 @@ class Sender:
             self._fail(exc)
         finally:
             outbox.put(None)
+
+    def _loads(self, run_id: int) -> bool:
+        """Whether the run's campaign still loads; if not, the run is paused with the reason and the others go on."""
+        try:
+            self._state(run_id)
+        except RenderError as exc:
+            ledger.pause(self.engine, run_id, reason=str(exc))
+            log.error("%s: the run is paused", exc)
+            return False
+        return True
 
     def _stage(self, inbox: queue.Queue, outbox: queue.Queue | None, work: Callable[[_Batch], _Batch | None]) -> None:
         """A middle or last stage: `work` on each batch until the end marker; on failure keep draining."""
@@ -365,7 +378,9 @@ class Sender:
             try:
                 item.message = state.composer.compose(item.delivery_id, item.email, item.contact, item.recipient,
                                                       now=now, mime=state.mime, fields=state.fields)
-            except (RenderError, ValueError) as exc:  # this contact's data, not the run: the others go on
+            except SQLAlchemyError:
+                raise  # the database, not this message: the run stops and its claims go back
+            except Exception as exc:  # noqa: BLE001 - this contact's data, not the run: the others go on
                 failed = ledger.failed_attempt(
                     item.delivery_id, attempts=item.attempts, max_attempts=self.settings.sending.max_attempts,
                     error=f"render: {exc}", retry_at=None, at=now, provider=state.route.primary)

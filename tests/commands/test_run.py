@@ -88,3 +88,24 @@ def _log_in(base: str, email: str, password: str) -> requests.Session:
                         timeout=5, allow_redirects=False)
     assert response.status_code == 302, response.text
     return web
+
+
+def test_a_failed_round_of_sending_is_logged_and_run_goes_on(tmp_path, caplog):
+    """The database gone (or any error in a round): `run` logs one line and tries again later."""
+    from engine.clock import FixedClock
+    from engine.commands.run import retry_delay, send_round
+    from engine.config import load_settings
+    from engine.db import make_engine
+    from engine.runtime import Runtime
+    from tests.support.data import T0
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/no-such-dir/valuemail.db"\n')
+    runtime = Runtime(settings=load_settings(config), clock=FixedClock(T0))
+    runtime.__dict__["engine"] = make_engine(runtime.settings.database_url)
+    with caplog.at_level("ERROR", logger="engine.commands.run"):
+        assert send_round(runtime, sender=None) is False
+    (record,) = [r for r in caplog.records if r.name == "engine.commands.run"]
+    assert record.getMessage() == "sending stopped: (sqlite3.OperationalError) no such table: runs"
+    assert not record.exc_info  # a traceback only with -v
+    assert [retry_delay(n) for n in (0, 1, 2, 10)] == [2.0, 4.0, 8.0, 300.0]

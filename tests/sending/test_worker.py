@@ -9,7 +9,7 @@ from sqlmodel import Session
 
 from engine.clock import FixedClock
 from engine.db import session_scope
-from engine.models import Delivery
+from engine.models import Delivery, Run
 from engine.providers.outbox import OutboxProvider
 from engine.rendering import Renderer
 from engine.runtime import Runtime
@@ -112,3 +112,42 @@ def test_a_contact_whose_name_cannot_be_a_header_fails_alone(project, settings, 
         rows = dict(s.execute(select(Delivery.email, Delivery.status)).all())
     assert rows == {"user0@example.com": "sent", "user1@example.com": "sent", "user10@example.com": "failed"}
     assert len(list((settings.var_dir / "outbox").glob("*.eml"))) == 2
+
+
+def test_a_contact_whose_data_makes_the_template_raise_anything_fails_alone(project, settings, db):
+    """Not only render errors: whatever one contact's data makes the template raise fails that delivery."""
+    only_spring_sale(project)
+    path = project / "campaigns" / "spring-sale.toml"
+    path.write_text(path.read_text().replace("{{ contact.first_name or 'Hello' }}",
+                                             "{{ contact.attributes.visits + 1 }} visits"))
+    add_contacts(db, 2, attributes={"visits": 4})
+    add_contacts(db, 1, start=10, attributes={"visits": "many"})  # "many" + 1: a TypeError in the sandbox
+    runtime = Runtime(settings=settings, clock=FixedClock(T0))
+    runtime.__dict__["engine"] = db
+    prepared = prepare_run(runtime, "spring-sale")
+    _sender(settings, db, lambda: OutboxProvider(settings.var_dir / "outbox")).drain([prepared.run_id])
+    with Session(db) as s:
+        rows = dict(s.execute(select(Delivery.email, Delivery.status)).all())
+        error = s.execute(select(Delivery.last_error).where(Delivery.email == "user10@example.com")).scalar()
+    assert rows == {"user0@example.com": "sent", "user1@example.com": "sent", "user10@example.com": "failed"}
+    assert error.startswith("render:") and "str" in error
+
+
+def test_a_run_whose_campaign_no_longer_loads_pauses_and_the_other_runs_go_on(project, settings, db):
+    only_spring_sale(project)
+    campaigns = project / "campaigns"
+    (campaigns / "autumn-sale.toml").write_text((campaigns / "spring-sale.toml").read_text())
+    add_contacts(db, 2)
+    runtime = Runtime(settings=settings, clock=FixedClock(T0))
+    runtime.__dict__["engine"] = db
+    broken, good = prepare_run(runtime, "spring-sale"), prepare_run(runtime, "autumn-sale")
+    with session_scope(db) as s:  # as if its template file had been deleted since
+        run = s.get(Run, broken.run_id)
+        run.definition = {**run.definition, "source": run.definition["source"].replace(
+            'template = "seasonal_discount.mjml"', 'template = "deleted-since.mjml"')}
+    _sender(settings, db, lambda: OutboxProvider(settings.var_dir / "outbox")).drain([broken.run_id, good.run_id])
+    with Session(db) as s:
+        statuses = dict(s.execute(select(Delivery.run_id, Delivery.status).distinct()).all())
+        paused = s.get(Run, broken.run_id)
+    assert statuses == {broken.run_id: "queued", good.run_id: "sent"}
+    assert paused.status == "paused" and "no longer loads" in paused.pause_reason
