@@ -15,6 +15,44 @@ _DOTTED_PART = re.compile(r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'""")
 _DECODE_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
 
 
+#: Bounds on a TOML file we read: campaigns, segments and config are a few KB, nested a few levels.
+MAX_BYTES = 1_000_000
+MAX_DEPTH = 32
+
+
+def _too_deep(text: str, limit: int = MAX_DEPTH) -> int | None:
+    """The line where arrays and inline tables first nest deeper than `limit`, or None.
+
+    tomllib parses nesting by recursion: a few thousand "[" exhaust the interpreter's stack (a
+    RecursionError, not a TOML error). Brackets inside strings and comments do not count.
+    """
+    depth, line, i, n = 0, 1, 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\n":
+            line += 1
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return line
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        elif ch == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        elif ch in "\"'":
+            quote = ch * 3 if text.startswith(ch * 3, i) else ch
+            j = i + len(quote)
+            while j < n and not text.startswith(quote, j) and (len(quote) == 3 or text[j] != "\n"):
+                j += 2 if ch == '"' and text[j] == "\\" else 1
+            line += text.count("\n", i, j)
+            i = j + len(quote)
+            continue
+        i += 1
+    return None
+
+
 def _split_key(dotted: str) -> tuple[str, ...]:
     return tuple(part.strip("\"'") for part in _DOTTED_PART.findall(dotted))
 
@@ -46,6 +84,12 @@ class TomlDocument:
     def parse(cls, path: str | Path, text: str, *, error: type[InvalidFile] = InvalidFile) -> "TomlDocument":
         """Parse TOML `text` that came from `path` (a file or a copy stored with a run)."""
         path = Path(path)
+        if len(text) > MAX_BYTES:
+            raise error.single(path, None, f"too large for a TOML file here ({len(text):,} characters, "
+                                           f"at most {MAX_BYTES:,})")
+        deep = _too_deep(text)
+        if deep is not None:
+            raise error.single(path, deep, f"arrays or inline tables nested more than {MAX_DEPTH} levels deep")
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:

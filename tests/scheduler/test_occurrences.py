@@ -202,3 +202,13 @@ def test_a_tick_whose_dues_were_all_sent_leaves_no_empty_run(project, settings, 
     later = at + timedelta(hours=6)
     assert cli(settings, "tick", "--at", later.isoformat()).exit_code == 0
     assert len(_runs(db)) == 1 and _deliveries(db) == 1
+
+
+def test_a_campaign_file_nested_thousands_deep_is_reported_and_the_others_are_still_scheduled(project, settings, db):
+    _write_campaign(project, "weekly", '{ cron = "0 9 * * MON" }')
+    (project / "campaigns" / "deep.toml").write_text('name = "Deep"\nvalues = ' + "[" * 2000 + "]" * 2000 + "\n")
+    add_contacts(db, 3)
+    result = cli(settings, "tick", "--at", "2027-03-01T09:00:00+01:00")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "deep.toml:2: arrays or inline tables nested more than 32 levels deep" in result.output
+    assert "weekly: started run #" in result.output and _deliveries(db) == 3
