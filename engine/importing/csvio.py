@@ -22,6 +22,8 @@ ByteProgress = Callable[[int], None]
 
 _PROGRESS_EVERY = 1000
 REJECTS_COLUMNS = ("line", "reason")
+#: Columns a header may have: contact fields plus attributes are a few dozen; a sheet of 200,000 is a mistake.
+MAX_COLUMNS = 1000
 _WIDE_BOMS = (
     (codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
     (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"),
@@ -177,16 +179,21 @@ def _columns(path: Path, header: list[str], line: int, *, known: Sequence[str], 
     """Column names from the header: known names matched case-insensitively, no blanks, no repeats."""
     if any("\x00" in name for name in header):
         raise CsvFileError.single(path, line, "the header holds NUL characters: is the file UTF-16? save it as UTF-8")
+    if len(header) > MAX_COLUMNS:
+        raise CsvFileError.single(path, line, f"the header has {len(header):,} columns, at most {MAX_COLUMNS:,} are read")
+    known = set(known)
     columns: list[str] = []
+    seen: set[str] = set()  # not `in columns`: quadratic in the number of columns
     for number, name in enumerate(header, start=1):
         name = name.lstrip("\ufeff").strip()
         if not name:
             raise CsvFileError.single(path, line, f"header column {number} has no name")
         column = name.lower() if name.lower() in known else name
-        if column in columns:
+        if column in seen:
             raise CsvFileError.single(path, line, f"header names column {column!r} twice")
         columns.append(column)
-    missing = [c for c in required if c not in columns]
+        seen.add(column)
+    missing = [c for c in required if c not in seen]
     if missing:
         raise CsvFileError.single(
             path, line,

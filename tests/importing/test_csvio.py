@@ -100,3 +100,14 @@ def test_rejects_file_cannot_overwrite_the_input(run_import, tmp_path):
     path = write_csv(tmp_path / "c.csv", "email\nbad\n")
     with pytest.raises(CsvFileError, match="the rejects file cannot be the input file"):
         run_import("contacts", path, rejects_path=path)
+
+
+def test_a_header_of_200000_columns_is_refused_and_1000_are_read(tmp_path):
+    wide = ",".join(["email", *(f"c{i}" for i in range(200_000))])
+    assert file_error(write_csv(tmp_path / "wide.csv", wide + "\n")) == \
+        f"{tmp_path / 'wide.csv'}:1: the header has 200,001 columns, at most {csvio.MAX_COLUMNS:,} are read"
+    names = ["email", *(f"c{i}" for i in range(csvio.MAX_COLUMNS - 1))]
+    assert len(scan(write_csv(tmp_path / "ok.csv", ",".join(names) + "\n")).columns) == csvio.MAX_COLUMNS
+    repeated = ",".join([*names[:-1], "C5"])  # custom names keep their case: C5 is not c5
+    assert len(scan(write_csv(tmp_path / "case.csv", repeated + "\n")).columns) == csvio.MAX_COLUMNS
+    assert "header names column 'c5' twice" in file_error(write_csv(tmp_path / "dup.csv", ",".join([*names[:-1], "c5"]) + "\n"))
