@@ -261,6 +261,12 @@ class TrackingSettings(_Section):
     attribution_days: int = Field(7, ge=1, le=365)  # an order this soon after a click is credited to that mail
 
 
+class FeedSettings(_Section):
+    # Feeds are fetched from public addresses only; these host names, addresses or networks
+    # (e.g. "intranet.shop.local", "10.0.0.0/8") may be reached too.
+    allow_hosts: list[str] = Field(default_factory=list)
+
+
 class DkimKeySettings(_Section):
     """One `[[dkim.keys]]` entry: a private key and the selector its public key is published under."""
 
@@ -337,6 +343,7 @@ class Settings(_Section):
     scheduler: SchedulerSettings = SchedulerSettings()
     web: WebSettings = WebSettings()
     tracking: TrackingSettings = TrackingSettings()
+    feeds: FeedSettings = FeedSettings()
     dkim: DkimSettings = DkimSettings()
     webhooks: WebhookSettings = WebhookSettings()
 
@@ -380,8 +387,8 @@ class Settings(_Section):
         return ZoneInfo(self.app.timezone)
 
 
-_FILE_KEYS = ("app", "database", "paths", "sender", "provider", "sending", "ltv", "scheduler", "web", "tracking", "dkim",
-              "webhooks")
+_FILE_KEYS = ("app", "database", "paths", "sender", "provider", "sending", "ltv", "scheduler", "web", "tracking", "feeds",
+              "dkim", "webhooks")
 
 
 def load_settings(path: str | Path | None = None, *, env: dict[str, str] | None = None, secret_key: str | None = None) -> Settings:

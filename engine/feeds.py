@@ -25,7 +25,8 @@ from xml.parsers import expat
 import requests
 import urllib3
 
-from . import __version__
+from . import __version__, outbound
+from .outbound import Destinations
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +75,19 @@ def default_user_agent(base_url: str = "") -> str:
 # -- fetching ----------------------------------------------------------------------------------
 
 def fetch_feed(url: str, *, timeout: float = 10.0, max_bytes: int = MAX_FEED_BYTES, user_agent: str | None = None,
-               http: requests.Session | None = None, monotonic: Callable[[], float] = time.monotonic) -> list[FeedItem]:
-    """Download and parse the feed at `url` within `timeout` seconds overall; raises FeedError."""
+               destinations: Destinations | None = None,
+               monotonic: Callable[[], float] = time.monotonic) -> list[FeedItem]:
+    """Download and parse the feed at `url` within `timeout` seconds overall; raises FeedError.
+
+    Only public addresses are fetched, at every redirect, unless `destinations` allows more
+    (`[feeds] allow_hosts`).
+    """
     headers = {"User-Agent": user_agent or default_user_agent(), "Accept": ACCEPT}
     deadline = monotonic() + timeout
-    getter = http.get if http is not None else requests.get
     try:
-        with getter(url, headers=headers, timeout=(min(CONNECT_TIMEOUT, timeout), timeout), stream=True,
-                    allow_redirects=True) as response:
+        response, final_url = outbound.get(url, destinations=destinations or Destinations(), headers=headers,
+                                           timeout=(min(CONNECT_TIMEOUT, timeout), timeout))
+        with response:
             if response.status_code >= 400:
                 raise FeedError(f"HTTP {response.status_code} {response.reason or ''}".strip())
             length = response.headers.get("Content-Length", "")
@@ -89,7 +95,10 @@ def fetch_feed(url: str, *, timeout: float = 10.0, max_bytes: int = MAX_FEED_BYT
                 raise FeedError(f"response of {int(length):,} bytes is larger than the {max_bytes:,}-byte limit")
             body = _read_bounded(response, max_bytes=max_bytes, deadline=deadline, timeout=timeout,
                                  monotonic=monotonic)
-            final_url = response.url or url
+    except outbound.RefusedDestination as exc:
+        raise FeedError(f"refused: {exc}") from None
+    except outbound.UnknownHost as exc:
+        raise FeedError(f"could not connect: DNS lookup failed ({exc})") from None
     except requests.Timeout:
         raise FeedError(f"timed out after {timeout:g} s") from None
     except requests.ConnectionError as exc:

@@ -14,6 +14,10 @@ import pytest
 
 from engine import feeds
 from engine.feeds import FeedError, fetch_feed, parse_feed, try_fetch_feed
+from engine.outbound import Destinations
+
+#: The test server listens on loopback, which feeds may reach only when allowed.
+LOOPBACK = Destinations.allowing(["127.0.0.1"])
 
 RSS = b"""<?xml version="1.0" encoding="UTF-8"?>
 <rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/" xmlns:content="http://purl.org/rss/1.0/modules/content/">
@@ -81,6 +85,7 @@ class Route:
     trickle: float = 0.0  # between chunks of the body
     chunk: int = 0  # body chunk size when trickling
     length: bool = True  # send Content-Length
+    location: str | None = None  # a Location header (with a 3xx status: a redirect)
 
 
 @dataclass
@@ -105,6 +110,8 @@ class FeedServer:
                 time.sleep(route.delay)
                 self.send_response(route.status)
                 self.send_header("Content-Type", route.content_type)
+                if route.location:
+                    self.send_header("Location", route.location)
                 if route.length:
                     self.send_header("Content-Length", str(len(route.body)))
                 self.end_headers()
@@ -144,7 +151,7 @@ def server():
 
 def test_rss_items_are_parsed_newest_first_with_clean_text_and_absolute_links(server):
     server.routes["/rss.xml"] = Route(RSS)
-    items = fetch_feed(server.url("/rss.xml"), timeout=5)
+    items = fetch_feed(server.url("/rss.xml"), destinations=LOOPBACK, timeout=5)
     assert [i.title for i in items] == ["Newest: compost on a balcony", "Beeswax wraps & how to refresh them",
                                         "Recipe: pumpkin soup"]
     wraps = items[1]
@@ -160,7 +167,7 @@ def test_rss_items_are_parsed_newest_first_with_clean_text_and_absolute_links(se
 
 def test_atom_entries_are_parsed(server):
     server.routes["/atom"] = Route(ATOM, content_type="application/atom+xml")
-    items = fetch_feed(server.url("/atom"), timeout=5)
+    items = fetch_feed(server.url("/atom"), destinations=LOOPBACK, timeout=5)
     assert [(i.key, i.title) for i in items] == [("urn:uuid:thread-8", "Repair café dates"),
                                                  ("urn:uuid:thread-7", "Refill tips thread")]
     assert items[1].url == "https://community.example.com/t/7"
@@ -172,7 +179,8 @@ def test_atom_entries_are_parsed(server):
 
 def test_requests_carry_a_user_agent_and_accept_feeds(server):
     server.routes["/rss.xml"] = Route(RSS)
-    fetch_feed(server.url("/rss.xml"), timeout=5, user_agent=feeds.default_user_agent("https://news.example.com"))
+    fetch_feed(server.url("/rss.xml"), destinations=LOOPBACK, timeout=5,
+               user_agent=feeds.default_user_agent("https://news.example.com"))
     headers = server.requests[-1]
     assert headers["User-Agent"].startswith("Valuemail/") and "https://news.example.com" in headers["User-Agent"]
     assert "application/rss+xml" in headers["Accept"]
@@ -181,7 +189,7 @@ def test_requests_carry_a_user_agent_and_accept_feeds(server):
 def _failure(server, route: Route, **options) -> str:
     server.routes["/feed"] = route
     with pytest.raises(FeedError) as info:
-        fetch_feed(server.url("/feed"), **options)
+        fetch_feed(server.url("/feed"), destinations=LOOPBACK, **options)
     return str(info.value)
 
 
@@ -230,7 +238,7 @@ def test_connection_refused_and_dns_failures_are_clear(monkeypatch):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
     with pytest.raises(FeedError, match="could not connect"):
-        fetch_feed(f"http://127.0.0.1:{port}/feed", timeout=2)
+        fetch_feed(f"http://127.0.0.1:{port}/feed", destinations=LOOPBACK, timeout=2)
 
     def no_dns(*args, **kwargs):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
@@ -243,11 +251,11 @@ def test_connection_refused_and_dns_failures_are_clear(monkeypatch):
 def test_try_fetch_feed_logs_a_warning_naming_the_feed_and_returns_none(server, caplog):
     server.routes["/down"] = Route(b"", status=503)
     with caplog.at_level(logging.WARNING, logger="engine.feeds"):
-        assert try_fetch_feed(server.url("/down"), timeout=5) is None
+        assert try_fetch_feed(server.url("/down"), destinations=LOOPBACK, timeout=5) is None
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
     assert server.url("/down") in caplog.text and "HTTP 503" in caplog.text
     server.routes["/rss.xml"] = Route(RSS)
-    assert len(try_fetch_feed(server.url("/rss.xml"), timeout=5)) == 3
+    assert len(try_fetch_feed(server.url("/rss.xml"), destinations=LOOPBACK, timeout=5)) == 3
 
 
 @pytest.mark.parametrize("document", [
@@ -280,3 +288,56 @@ def test_long_text_is_shortened_and_long_keys_are_hashed():
 
 def test_an_empty_feed_is_not_an_error():
     assert parse_feed(b'<rss version="2.0"><channel><title>Quiet</title></channel></rss>') == []
+
+
+# -- where a feed may be fetched from ------------------------------------------------------------
+
+def test_a_loopback_feed_is_refused_unless_allowed(server):
+    server.routes["/rss.xml"] = Route(RSS)
+    with pytest.raises(FeedError) as refused:
+        fetch_feed(server.url("/rss.xml"), timeout=5)
+    assert str(refused.value) == ("refused: 127.0.0.1 is a loopback address; add it to [feeds] allow_hosts "
+                                  "to fetch from it")
+    assert server.requests == []
+    assert len(fetch_feed(server.url("/rss.xml"), destinations=LOOPBACK, timeout=5)) == 3
+    assert len(fetch_feed(server.url("/rss.xml"), destinations=Destinations.allowing(["127.0.0.0/8"]), timeout=5)) == 3
+
+
+def test_a_host_name_that_resolves_to_loopback_is_refused(server):
+    server.routes["/rss.xml"] = Route(RSS)
+    url = server.url("/rss.xml").replace("127.0.0.1", "localhost")
+    with pytest.raises(FeedError, match=r"refused: localhost \(127\.0\.0\.1\) is a loopback address"):
+        fetch_feed(url, timeout=5)
+    assert server.requests == []
+    assert len(fetch_feed(url, destinations=Destinations.allowing(["localhost"]), timeout=5)) == 3
+
+
+def test_every_redirect_hop_is_checked(server):
+    """An allowed host that redirects to one that is not: the second hop is never requested."""
+    port = server.httpd.server_address[1]
+    server.routes["/feed"] = Route(status=302, location=f"http://127.0.0.1:{port}/admin/runs")
+    server.routes["/admin/runs"] = Route(RSS)
+    only_the_name = Destinations.allowing(["localhost"])
+    with pytest.raises(FeedError, match=r"refused: 127\.0\.0\.1 is a loopback address"):
+        fetch_feed(f"http://localhost:{port}/feed", destinations=only_the_name, timeout=5)
+    assert len(server.requests) == 1  # the redirect itself, not its target
+    server.routes["/loop"] = Route(status=301, location="/loop")
+    with pytest.raises(FeedError, match="request failed: more than 5 redirects"):
+        fetch_feed(server.url("/loop"), destinations=LOOPBACK, timeout=5)
+
+
+def test_the_connection_goes_to_the_checked_address_with_the_host_name_kept(server):
+    """No second DNS lookup (rebinding): the name is resolved once, checked, and that address is used."""
+    server.routes["/rss.xml"] = Route(RSS)
+    port = server.httpd.server_address[1]
+    lookups = []
+
+    def resolve(host, port_):
+        lookups.append(host)
+        return ["127.0.0.1"]  # feeds.example.com has no real address; only the pinned one can work
+
+    pinned = Destinations.allowing(["127.0.0.1/32"], resolve=resolve)
+    items = fetch_feed(f"http://feeds.example.com:{port}/rss.xml", destinations=pinned, timeout=5)
+    assert len(items) == 3 and lookups == ["feeds.example.com"]
+    assert server.requests[-1]["Host"] == f"feeds.example.com:{port}"
+    assert items[0].url.startswith("https://shop.example.com/")  # links resolved against the feed's own URL

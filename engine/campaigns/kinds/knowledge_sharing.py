@@ -20,6 +20,7 @@ from sqlalchemy import and_, case, delete, exists, func, literal, or_, select, t
 from ... import feeds
 from ...db import upsert_insert
 from ...models import Contact, ContentItem, Delivery, DeliveryStatus, ItemSend, Run
+from ...outbound import Destinations
 from .base import BaseKind, KindContext, Recipient, SectionModel
 
 log = logging.getLogger(__name__)
@@ -139,9 +140,10 @@ class KnowledgeSharing(BaseKind):
         """Store the file's items and fetch every feed; a failing feed is logged and skipped."""
         store_file_items(session, ctx.campaign_id, section.items, now=ctx.now, refresh=True)
         base_url = getattr(getattr(ctx.settings, "app", None), "base_url", "")
+        allowed = Destinations.allowing(getattr(getattr(ctx.settings, "feeds", None), "allow_hosts", ()))
         for feed in section.feeds:
             try:
-                entries = feeds.fetch_feed(feed.url, timeout=feed.timeout,
+                entries = feeds.fetch_feed(feed.url, timeout=feed.timeout, destinations=allowed,
                                            user_agent=feeds.default_user_agent(base_url))
             except feeds.FeedError as exc:
                 log.warning("campaign %s: feed %s failed: %s; the digest uses the items already stored and the "

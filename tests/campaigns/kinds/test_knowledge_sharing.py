@@ -50,7 +50,9 @@ def campaign_text(items=ITEMS, *, max_items: int = 2, feeds: str = "", extra: st
 def digest(project, settings, db, database_url):
     """The project with only a `digest` campaign (and the repository's eco-newsletter for some tests)."""
     # Several digests a day to the same contacts: the frequency cap would stop the third.
-    write_settings(project, database_url, sending={"max_per_day": 0, "max_per_week": 0})
+    # The test feed server listens on loopback, which a feed may reach only when allowed.
+    write_settings(project, database_url, sending={"max_per_day": 0, "max_per_week": 0},
+                   extra='[feeds]\nallow_hosts = ["127.0.0.1"]\n')
     for other in (project / "campaigns").glob("*.toml"):
         if other.name not in ("segments.toml", "eco-newsletter.toml"):
             other.unlink()
@@ -280,6 +282,21 @@ def test_feed_entries_go_out_newest_first_and_a_broken_feed_loses_nothing(digest
     assert outbox.new() == {}
     with Session(db) as s:
         assert s.execute(select(func.count()).select_from(ContentItem)).scalar() == 3
+
+
+def test_a_feed_on_a_private_address_is_refused_unless_allowed(digest, project, settings, db, database_url,
+                                                                 feed_server, caplog):
+    """No [feeds] allow_hosts: a loopback feed (the app itself, say) is never fetched; the file items go out."""
+    write_settings(project, database_url, sending={"max_per_day": 0, "max_per_week": 0})
+    feed_server.routes["/feed.xml"] = Route(RSS)
+    url = feed_server.url("/feed.xml")
+    digest.write_text(campaign_text(feeds=f'feeds = [{{ url = "{url}" }}]'))
+    add_contacts(db, 1, country="GB", language="en")
+    outbox = Outbox(settings)
+    with caplog.at_level(logging.WARNING):
+        send(settings, "digest")
+    assert feed_server.requests == [] and len(outbox.new()) == 1
+    assert any(url in r.getMessage() and "127.0.0.1 is a loopback address" in r.getMessage() for r in caplog.records)
 
 
 # -- languages and the example campaign ----------------------------------------------------------
