@@ -7,9 +7,10 @@ from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 
-from jinja2 import BaseLoader, StrictUndefined, TemplateNotFound
+from jinja2 import BaseLoader, StrictUndefined, TemplateNotFound, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from . import budget
 from .faults import TemplateFault
 from .files import TemplateFiles
 from .links import PIXEL_FUNCTION, TRACK_FILTER, open_pixel, track_html_filter, track_text_filter
@@ -87,7 +88,30 @@ _DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, with `mapping.key` on a plain dict looked up without an exception."""
+    """The immutable sandbox, with `mapping.key` on a plain dict looked up without an exception,
+    and every render within the limits of `engine.rendering.budget`."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def call_binop(self, context, operator, left, right):
+        budget.check_binop(operator, left, right)
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - the sandbox's own signature
+        budget.check_call(__obj, args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def _parse(self, source, name, filename):
+        # Every loop iterates through the budget's guard and every macro call ticks it. The guard
+        # is an imported name, which no template variable can shadow.
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Call(nodes.ImportedName(f"{budget.__name__}.loop_guard"), [loop.iter], [], None, None,
+                                   lineno=loop.lineno)
+        for macro in tree.find_all((nodes.Macro, nodes.CallBlock)):
+            macro.body.insert(0, nodes.Output([nodes.Call(nodes.ImportedName(f"{budget.__name__}.tick"), [], [],
+                                                          None, None, lineno=macro.lineno)], lineno=macro.lineno))
+        return tree
 
     def getattr(self, obj, attribute):
         # For a plain dict and a name that is no dict attribute, the sandbox's getattr raises and
@@ -121,12 +145,62 @@ def _environment(files: TemplateFiles, *, autoescape: bool, text: bool,
         keep_trailing_newline=True,
         auto_reload=True,
     )
+    _guard_filters(env.filters)
     env.filters["money"] = money
     env.filters["long_date"] = long_date
     # Link tracking (engine.rendering.links): the HTML part gets markup, the text part plain text.
     env.filters[TRACK_FILTER] = track_html_filter if autoescape else track_text_filter
     env.globals[PIXEL_FUNCTION] = open_pixel
     return env
+
+
+def _guard_filters(filters: dict[str, Callable]) -> None:
+    """Jinja's filters that build output of a size taken from their arguments, checked first."""
+    def checked(name: str, check: Callable[..., None]) -> None:
+        original = filters[name]
+        # Some filters take the environment or eval context first (`jinja_pass_arg`, which
+        # functools.wraps copies over): the check sees only the template's arguments.
+        skip = 1 if getattr(original, "jinja_pass_arg", None) is not None else 0
+
+        @functools.wraps(original)
+        def guarded(*args, **kwargs):
+            check(*args[skip:], **kwargs)
+            return original(*args, **kwargs)
+        filters[name] = guarded
+
+    def count(limit_name: str) -> Callable[..., None]:
+        def check(value=None, amount=0, *args, **kwargs):
+            if isinstance(amount, int):
+                budget.check_size(f"the {limit_name} asked of a filter", amount, budget.MAX_WIDTH)
+        return check
+
+    def indent(value="", width=4, *args, **kwargs):
+        if isinstance(width, int):
+            budget.check_size("an indent", width, budget.MAX_WIDTH)
+            budget.check_size("the indented text", len(str(value)) * (1 + width))
+        elif isinstance(width, str):
+            budget.check_size("the indented text", len(str(value)) * (1 + len(width)))
+
+    def fmt(value="", *args, **kwargs):
+        if isinstance(value, str):
+            budget.check_format(value)
+
+    def replace(value="", old="", new="", count=None, *args):
+        value, old, new = str(value), str(old), str(new)
+        budget.check_size("replace", len(value) + (len(value) + 1) * len(new) / max(len(old), 1))
+
+    def join(value=(), d="", *args, **kwargs):
+        if hasattr(value, "__len__"):
+            budget.check_size("join", len(str(d)) * len(value))
+
+    checked("center", count("width"))
+    checked("wordwrap", count("width"))
+    checked("batch", count("batch size"))
+    checked("slice", count("number of slices"))
+    checked("indent", indent)
+    checked("format", fmt)
+    checked("replace", replace)
+    checked("join", join)
 
 
 def html_environment(files: TemplateFiles) -> ImmutableSandboxedEnvironment:

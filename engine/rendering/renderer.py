@@ -21,6 +21,7 @@ from jinja2.sandbox import SecurityError
 from markupsafe import escape
 
 from ..errors import Problem, RenderError
+from . import budget
 from .faults import TemplateFault
 from .files import TemplateFiles
 from .jinja import html_environment, subject_environment, text_environment
@@ -87,11 +88,17 @@ class CompiledEmail:
         """Subject, HTML and plain text for one recipient; a template fault raises RenderError."""
         part = "HTML"
         try:
-            html_parts = _pieces(self._html, context)
-            part = "plain-text part"
-            text_parts = _pieces(self._text, context)
-            part = "subject"
-            subject = " ".join(self._subject.render(context).split())
+            with budget.limits():  # one budget of time and iterations for the three parts
+                html_parts = _pieces(self._html, context)
+                budget.check_output(html_parts, "the HTML part")
+                part = "plain-text part"
+                text_parts = _pieces(self._text, context)
+                budget.check_output(text_parts, "the plain-text part")
+                part = "subject"
+                raw = _pieces(self._subject, context)
+                budget.check_output(raw, "the subject", 10 * budget.MAX_SUBJECT)
+                subject = " ".join("".join(raw).split())
+                budget.check_size("the subject", len(subject), budget.MAX_SUBJECT)
         except Exception as exc:  # any failure inside a template is the template's fault
             raise self._fault(exc, part) from exc
         if _CONTROL.search(subject):
