@@ -47,6 +47,11 @@ def generate_codes(count: int, prefix: str = "") -> list[str]:
     return codes
 
 
+def sample_code(prefix: str) -> str:
+    """The code a test mail shows: shaped like a real one, never issued (no real code has a 0 in it)."""
+    return "-".join(([prefix] if prefix else []) + ["TEST0", "00000"][:GROUPS])
+
+
 def issue(session: Session, *, campaign_id: str, contact_ids: Sequence[int], prefix: str, now: datetime,
           limit: int | None = None) -> dict[int, str]:
     """Each contact's code for the campaign, issuing missing ones while the pool (`limit`) lasts.
@@ -139,6 +144,11 @@ def coupon_for_delivery(session: Session, *, delivery_id: int, settings) -> Coup
         return None
     kind, offer = campaign.kind, campaign.variant(delivery.segment).section
     coupon = None
+    if offer.code == "unique" and run.is_test:
+        return CouponView(code=sample_code(offer.code_prefix), percent=offer.percent, amount=offer.amount,
+                          currency=offer.currency, min_order=offer.min_order, valid_from=offer.valid_from,
+                          valid_until=offer.valid_until, headline=offer.headline, shop_url=_shop_url(offer, settings),
+                          tier=None, redeemed_at=None)
     if offer.code == "unique":
         coupon = session.execute(select(Coupon).where(Coupon.campaign_id == run.campaign_id,
                                                       Coupon.contact_id == delivery.contact_id)).scalars().first()
@@ -154,9 +164,12 @@ def coupon_for_delivery(session: Session, *, delivery_id: int, settings) -> Coup
         if picked is not None:
             percent, amount = picked.percent, picked.amount
             tier = picked.name or f"{picked.min_spend:g}+"
-    # Only a web address goes behind the shop button, whatever the file says.
-    shop_url = offer.url if offer.url.startswith(("https://", "http://")) else settings.app.base_url
     return CouponView(code=coupon.code if coupon else offer.code, percent=percent, amount=amount,
                       currency=offer.currency, min_order=offer.min_order, valid_from=offer.valid_from,
-                      valid_until=offer.valid_until, headline=offer.headline, shop_url=shop_url,
+                      valid_until=offer.valid_until, headline=offer.headline, shop_url=_shop_url(offer, settings),
                       tier=tier, redeemed_at=coupon.redeemed_at if coupon else None)
+
+
+def _shop_url(offer, settings) -> str:
+    # Only a web address goes behind the shop button, whatever the file says.
+    return offer.url if offer.url.startswith(("https://", "http://")) else settings.app.base_url

@@ -27,6 +27,7 @@ from .models import (
     Event, KindOptOut, Order, PointsEntry, Run, Suppression, SuppressionReason, SurveyAnswer, SurveyResponse,
 )
 from .suppression import ERASED_PREFIX, email_key, fingerprint
+from .surveys import real_responses
 
 #: Format tag of the "download my data" document.
 EXPORT_FORMAT = "valuemail-personal-data/1"
@@ -121,11 +122,11 @@ def export(session: Session, contact_id: int, *, now: datetime) -> dict[str, Any
         timeline.setdefault(event.delivery_id, []).append(
             {"type": event.type, "at": _iso(event.occurred_at), **({"data": event.data} if event.data else {})})
     answers: dict[int, dict[str, Any]] = {}
-    for answer in session.execute(select(SurveyAnswer).join(SurveyResponse, SurveyResponse.id == SurveyAnswer.response_id)
+    for answer in session.execute(real_responses(select(SurveyAnswer).join(SurveyResponse, SurveyResponse.id == SurveyAnswer.response_id))
                                   .where(SurveyResponse.contact_id == contact_id)).scalars():
         answers.setdefault(answer.response_id, {})[answer.question] = (
             answer.value_number if answer.value_number is not None else answer.value_text)
-    responses = session.execute(select(SurveyResponse).where(SurveyResponse.contact_id == contact_id)
+    responses = session.execute(real_responses(select(SurveyResponse)).where(SurveyResponse.contact_id == contact_id)
                                 .order_by(SurveyResponse.first_answered_at)).scalars()
     entries = session.execute(select(ContestEntry).where(ContestEntry.contact_id == contact_id)
                               .order_by(ContestEntry.entered_at)).scalars()

@@ -128,6 +128,13 @@ class ResponseState:
         return self.submitted_at is not None
 
 
+def real_responses(query):
+    """`query` over SurveyResponse narrowed to answers to real sends: a test mail's answers are the
+    tester's, so they never show as the contact's (page, admin, data download) nor count in results."""
+    return (query.join(Delivery, Delivery.id == SurveyResponse.delivery_id)
+            .join(Run, and_(Run.id == Delivery.run_id, Run.is_test.is_(False))))
+
+
 def record_answer(session, *, survey: Survey, delivery_id: int, question: str, value: Any,
                   now: datetime) -> ResponseState:
     """Store (or change) one answer of the invitation `delivery_id`; idempotent; SurveyClosed after submit."""

@@ -341,7 +341,8 @@ class Sender:
                     ltv=float(stat.ltv) if stat else 0.0, orders_count=int(stat.orders_count) if stat else 0,
                 )
                 items.append(_Item(delivery_id, contact.id, email, attempts, _contact_data(contact), recipient))
-        ctx = KindContext(campaign_id=campaign.id, now=now, settings=self.settings, run_id=run_id)
+        ctx = KindContext(campaign_id=campaign.id, now=now, settings=self.settings, run_id=run_id,
+                          test=state.composer.test)
         with Session(self.engine, expire_on_commit=False) as session:  # the kind may write (coupon codes, items)
             for segment in {i.recipient.segment for i in items}:
                 group = [i.recipient for i in items if i.recipient.segment == segment]

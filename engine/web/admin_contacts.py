@@ -24,7 +24,7 @@ from flask import Response, abort, flash, redirect, render_template, request, st
 from sqlalchemy import String, and_, case, delete, func, literal, or_, select
 from sqlmodel import Session
 
-from .. import loyalty
+from .. import loyalty, surveys
 from ..csvexport import rows_as_csv
 from ..db import read_only
 from ..errors import ValuemailError
@@ -190,7 +190,7 @@ def _attributes(attributes: dict | None) -> list[tuple[str, str]]:
 
 
 def _surveys(session: Session, contact_id: int) -> list[SurveyAnswers]:
-    responses = session.execute(select(SurveyResponse).where(SurveyResponse.contact_id == contact_id)
+    responses = session.execute(surveys.real_responses(select(SurveyResponse)).where(SurveyResponse.contact_id == contact_id)
                                 .order_by(SurveyResponse.first_answered_at.desc()).limit(LATEST)).scalars().all()
     answers: dict[int, dict[str, Any]] = {}
     if responses:

@@ -8,15 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import Response, abort, render_template, request, stream_with_context
-from sqlalchemy import and_, func
+from sqlalchemy import func
 from sqlmodel import Session, select
 
 from ..campaigns import CampaignDefinition, campaign_files, load_campaign, load_campaign_id
 from ..csvexport import rows_as_csv
 from ..db import read_only
 from ..errors import InvalidFile
-from ..models import Contact, Delivery, Run, SurveyAnswer, SurveyResponse
-from ..surveys import PERIODS, nps_of, satisfaction
+from ..models import Contact, SurveyAnswer, SurveyResponse
+from ..surveys import PERIODS, nps_of, real_responses, satisfaction
 from .admin import _int_arg, bp
 from .context import db_session, web_context
 
@@ -144,25 +144,19 @@ def _survey(campaign_id: str) -> CampaignDefinition:
     return campaign
 
 
-def _real(query):
-    """Only responses to real sends, not tests."""
-    return (query.join(Delivery, Delivery.id == SurveyResponse.delivery_id)
-            .join(Run, and_(Run.id == Delivery.run_id, Run.is_test.is_(False))))
-
-
 def _responses_query(campaign_id: str):
-    return _real(select(SurveyResponse, Contact.email).join(Contact, Contact.id == SurveyResponse.contact_id)
+    return real_responses(select(SurveyResponse, Contact.email).join(Contact, Contact.id == SurveyResponse.contact_id)
                  .where(SurveyResponse.campaign_id == campaign_id))
 
 
 def _responses(session, campaign_id: str) -> int:
-    return session.exec(_real(select(func.count()).select_from(SurveyResponse))
+    return session.exec(real_responses(select(func.count()).select_from(SurveyResponse))
                         .where(SurveyResponse.campaign_id == campaign_id)).one()
 
 
 def _distributions(session, campaign: CampaignDefinition) -> list[Distribution]:
     """Counts per value of every nps, rating and choice question, in one GROUP BY."""
-    rows = session.exec(_real(select(SurveyAnswer.question, SurveyAnswer.value_number, SurveyAnswer.value_text,
+    rows = session.exec(real_responses(select(SurveyAnswer.question, SurveyAnswer.value_number, SurveyAnswer.value_text,
                                      func.count()).join(SurveyResponse, SurveyResponse.id == SurveyAnswer.response_id))
                         .where(SurveyResponse.campaign_id == campaign.id)
                         .group_by(SurveyAnswer.question, SurveyAnswer.value_number, SurveyAnswer.value_text)).all()
@@ -185,7 +179,7 @@ def _free_text(session, campaign: CampaignDefinition, *, before: int | None):
     keys = [q.key for q in campaign.section.questions if q.type == "text"]
     if not keys:
         return [], None
-    query = _real(select(SurveyResponse.id, SurveyResponse.first_answered_at, Contact.email, SurveyAnswer.question,
+    query = real_responses(select(SurveyResponse.id, SurveyResponse.first_answered_at, Contact.email, SurveyAnswer.question,
                          SurveyAnswer.value_text)
                   .join(SurveyResponse, SurveyResponse.id == SurveyAnswer.response_id)
                   .join(Contact, Contact.id == SurveyResponse.contact_id)).where(

@@ -193,7 +193,7 @@ def _languages(contact: Contact, t: dict[str, str]) -> list[tuple[str, str]]:
 def _survey_history(session: Session, contact_id: int, lang: str) -> list[dict]:
     """The contact's survey responses, newest first, with each question's text in their language."""
     rows = session.execute(
-        select(SurveyResponse, Campaign.name).join(Campaign, Campaign.id == SurveyResponse.campaign_id)
+        surveys.real_responses(select(SurveyResponse, Campaign.name).join(Campaign, Campaign.id == SurveyResponse.campaign_id))
         .where(SurveyResponse.contact_id == contact_id)
         .order_by(SurveyResponse.first_answered_at.desc()).limit(LISTED)).all()
     history = []

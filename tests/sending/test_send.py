@@ -13,8 +13,9 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from engine.cli import main
+from engine.coupons import coupon_for_delivery
 from engine.db import session_scope
-from engine.models import Delivery, Run, Suppression
+from engine.models import Coupon, Delivery, Run, Suppression
 from tests.conftest import write_settings
 from tests.support.data import T0, add_contacts
 from tests.support.smtpd import SmtpSink
@@ -102,6 +103,19 @@ def test_test_send_mails_one_per_variant_to_the_tester_only(shop, settings, db):
     assert all(str(m["Subject"]).startswith("[TEST] ") for m in messages)
     # A test does not count as the campaign being sent.
     assert cli(settings, "send", "spring-sale").exit_code == 0
+
+
+def test_a_test_send_shows_a_sample_code_and_issues_no_members_code(shop, settings, db):
+    """The spring sale has unique codes: a test mail shows the member's data but never their own code."""
+    add_contacts(db, 3)
+    assert cli(settings, "send", "spring-sale", "--test-to", "marketer@example.org").exit_code == 0
+    (message,) = [parse(p.read_bytes()) for p in (settings.var_dir / "outbox").glob("*.eml")]
+    assert "SPRING-TEST0-00000" in message.get_body(("plain",)).get_content()
+    with Session(db) as s:
+        assert s.execute(select(func.count()).select_from(Coupon)).scalar() == 0
+        (delivery_id,) = s.execute(select(Delivery.id)).scalars().all()
+        view = coupon_for_delivery(s, delivery_id=delivery_id, settings=settings)  # the /k/ page of the test mail
+    assert view.code == "SPRING-TEST0-00000" and view.redeemed_at is None
 
 
 def test_unsubscribed_and_suppressed_contacts_are_never_included(shop, settings, db):

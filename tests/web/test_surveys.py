@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy import func, insert, select
 from sqlmodel import Session
 
-from engine import surveys
+from engine import privacy, surveys
 from engine.campaigns import load_campaign
 from engine.db import session_scope
 from engine.models import Campaign, Contact, Delivery, Run, SurveyAnswer
@@ -193,3 +193,21 @@ def test_head_and_options_with_a_filled_in_form_store_nothing(client, signer, se
     assert client.head(url, data=form).status_code == 200
     assert client.options(url, data=form).status_code == 200
     assert database_state(db) == before and answers(db, delivery) is None
+
+
+def test_answers_to_a_test_mail_are_never_the_contacts(client, signer, settings, db):
+    """A --test-to survey mail shows a real contact's data; what the tester answers stays with the test."""
+    real = invite(db, settings)
+    test = invite(db, settings, start=1)
+    with session_scope(db) as s:
+        run_id = s.get(Delivery, test).run_id
+        s.get(Run, run_id).is_test = True
+        contact_id = s.get(Delivery, test).contact_id
+    assert client.get(f"/s/{signer.sign('survey', test)}/recommend/2").status_code == 200
+    assert client.get(f"/s/{signer.sign('survey', real)}/recommend/9").status_code == 200
+    assert answers(db, test) == ({"recommend": 2.0}, False)  # the tester sees the survey work
+    with Session(db) as s:
+        exported = privacy.export(s, contact_id, now=T0)
+    assert exported["surveys"] == []
+    page = client.get(f"/p/{signer.sign('preferences', test)}")
+    assert page.status_code == 200 and "How likely are you to recommend" not in page.text

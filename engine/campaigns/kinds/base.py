@@ -80,6 +80,7 @@ class KindContext:
     settings: Any
     run_id: int | None = None
     schedule: Any = None  # the campaign's Schedule (e.g. a trigger's delay), where a hook needs it
+    test: bool = False  # a test send: show real contacts' data, but issue, enter or store nothing for them
 
 
 class Kind(Protocol):
