@@ -14,11 +14,13 @@ from ..dkim import load_keys
 from ..errors import InvalidFile, NotFound, Problem, ProviderError
 from ..providers import available, provider_factory
 from ..rendering import Renderer
+from ..rendering.renderer import SUBJECT_PART
 from ..previews import render_previews
 from ..segments import load_segments
 from ..sending.compose import SAMPLE_CONTACT, Composer, sample_recipient
 from ..sending.service import load_project_campaign, load_project_segments
 from ..tokens import TokenSigner
+from ..tomlpos import TomlDocument
 
 
 def register(main: click.Group) -> None:
@@ -64,15 +66,14 @@ def validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
         except InvalidFile as exc:
             warnings.extend(Problem(p.file, p.line, f"{p.message}: it will not be sent") for p in exc.problems)
         composer = Composer(campaign=campaign, run_id=0, settings=settings, renderer=renderer, signer=signer)
+        document = TomlDocument.parse(campaign.path, campaign.source)
         for segment, variant in campaign.variants.items():
             variants += 1
             templates.add(variant.template)
             context = composer.context(1, SAMPLE_CONTACT, sample_recipient(campaign, segment,
                                                                            language=SAMPLE_CONTACT.language))
-            for problem in renderer.check(variant.template, subject=variant.subject, context=context,
-                                          variant=f"{campaign.id}:{segment}"):
-                problems.append(Problem(problem.file, problem.line,
-                                        f"{problem.message} (campaign {campaign.id}, variant {segment})"))
+            for problem in renderer.check(variant.template, subject=variant.subject, context=context):
+                problems.append(_in_campaign_file(problem, document, segment, campaign.id))
     for warning in warnings:
         click.echo(f"{warning} (warning)", err=True)
     for problem in problems:
@@ -82,6 +83,20 @@ def validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
         sys.exit(1)
     click.echo(f"ok: {settings.source}, {segments_path.name} ({len(segments)} segments), "
                f"{len(files)} campaign(s), {variants} variant(s), {len(templates)} template(s) compiled and rendered")
+
+
+def _in_campaign_file(problem: Problem, document: TomlDocument, segment: str, campaign_id: str) -> Problem:
+    """A template problem as the marketer must fix it: one in the subject names the campaign file and
+    the line of its `subject` (the variant's own, if it has one), not the template."""
+    where = f" (campaign {campaign_id}, variant {segment})"
+    if not problem.message.startswith(SUBJECT_PART):
+        return Problem(problem.file, problem.line, problem.message + where)
+    key = ("variants", segment, "subject")
+    line = document.line_of(key)
+    if line is None:
+        key, line = ("subject",), document.line_of(("subject",))
+    message = problem.message[len(SUBJECT_PART):]
+    return Problem(document.path, line, f"{'.'.join(key)}: {message}{where}")
 
 
 def _check_providers(settings, problems: list[Problem], warnings: list[Problem]) -> None:

@@ -67,6 +67,10 @@ class _Body:
     tracked: "_Body | None" = None  # the same with link tracking and the open pixel, made on first use
 
 
+#: How a problem in a rendered subject begins (the subject lives in the campaign file, not the template).
+SUBJECT_PART = "subject: "
+
+
 class CompiledEmail:
     """A compiled template plus subject; `render(context)` is the per-recipient step."""
 
@@ -117,7 +121,7 @@ class CompiledEmail:
         if isinstance(exc, UndefinedError):
             sources = {"subject": self.subject_source} if part == "subject" else self._sources
             name, found = _locate_undefined(str(exc), sources)
-            message = f"undefined variable '{name}' in {self.template}"
+            message = f"undefined variable '{name}'" + ("" if part == "subject" else f" in {self.template}")
         elif isinstance(exc, SecurityError):
             m = re.search(r"attribute '([^']+)'", str(exc))
             if m:

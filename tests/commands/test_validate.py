@@ -78,3 +78,26 @@ def test_an_uninstalled_fallback_is_an_error_and_a_missing_secret_a_warning(proj
     result = cli(settings, "validate", POSTMARK_TOKEN="pm-token")
     assert result.exit_code == 0, result.output
     assert "[provider]" not in result.output
+
+
+def test_a_mistake_in_a_subject_names_the_campaign_file_and_the_subject_line(project, settings):
+    path = project / "campaigns" / "spring-sale.toml"
+    text = path.read_text().replace("{{ contact.first_name or 'Hello' }}", "{{ contact.nickname }}", 1)
+    path.write_text(text)
+    result = cli(settings, "validate")
+    assert result.exit_code == 1
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t.startswith("subject = "))
+    assert (f"{path}:{line}: subject: undefined variable 'contact.nickname' (campaign spring-sale, variant everyone)"
+            in result.output)
+    assert "seasonal_discount.mjml" not in result.output and "variant spring-sale" not in result.output
+
+
+def test_a_mistake_in_a_variants_own_subject_names_that_line(project, settings):
+    path = project / "campaigns" / "spring-sale.toml"
+    text = path.read_text().replace("Gold members: {{ offer.percent }}%", "Gold members: {{ offer.pct }}%")
+    path.write_text(text)
+    result = cli(settings, "validate")
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "offer.pct" in t)
+    assert result.exit_code == 1
+    assert f"{path}:{line}: variants.gold.subject: undefined variable 'offer.pct' (campaign spring-sale, variant gold)" \
+        in result.output
