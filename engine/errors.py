@@ -22,6 +22,14 @@ class Problem:
         where = f"{self.file}:{self.line}" if self.line else self.file
         return f"{where}: {self.message}"
 
+    def relative_to(self, root: str | Path) -> "Problem":
+        """The problem with its file shown from the project `root` (a web page must not show the server's paths)."""
+        try:
+            file = str(Path(self.file).resolve().relative_to(Path(root).resolve()))
+        except (ValueError, OSError):
+            file = Path(str(self.file)).name
+        return Problem(file, self.line, self.message)
+
 
 class InvalidFile(ValuemailError):
     """One or more problems in a user-written file (config, campaign, segments, template)."""

@@ -114,7 +114,7 @@ def survey_results(campaign_id: str):
     try:
         campaign = load_campaign(path, settings=ctx.settings, segment_names=None, today=None)
     except InvalidFile as exc:
-        return jsonify(error=str(exc)), 409
+        return jsonify(error="\n".join(str(p.relative_to(ctx.settings.root)) for p in exc.problems)), 409
     if campaign.kind_name != "post_purchase_survey":
         return jsonify(error=f"campaign {campaign_id!r} is not a survey"), 404
     now = ctx.clock.now()

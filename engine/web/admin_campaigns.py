@@ -185,7 +185,7 @@ def _segments() -> tuple[Segments | None, list[Problem]]:
     try:
         return load_segments(web_context().settings.campaigns_dir / SEGMENTS_FILE), []
     except InvalidFile as exc:
-        return None, list(exc.problems)
+        return None, [p.relative_to(web_context().settings.root) for p in exc.problems]
 
 
 def _row(session: Session, path, segments: Segments | None) -> CampaignRow:
@@ -195,7 +195,7 @@ def _row(session: Session, path, segments: Segments | None) -> CampaignRow:
         row.definition = load_campaign(path, settings=ctx.settings,
                                        segment_names=list(segments) if segments is not None else None, today=None)
     except InvalidFile as exc:
-        row.problems = list(exc.problems)
+        row.problems = [p.relative_to(ctx.settings.root) for p in exc.problems]
     last = session.exec(select(Run).where(Run.campaign_id == row.id, Run.is_test.is_(False))
                         .order_by(Run.id.desc()).limit(1)).first()
     if last is not None:

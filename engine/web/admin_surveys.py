@@ -130,7 +130,7 @@ def _survey_files() -> list[tuple[CampaignDefinition | None, list]]:
         except InvalidFile as exc:
             # An invalid file may be a survey; show it with its problems rather than hide it.
             if f'"{SURVEY_KIND}"' in path.read_text(errors="replace"):
-                found.append((None, list(exc.problems)))
+                found.append((None, [p.relative_to(ctx.settings.root) for p in exc.problems]))
             continue
         if campaign.kind_name == SURVEY_KIND:
             found.append((campaign, []))

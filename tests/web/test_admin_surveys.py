@@ -42,6 +42,15 @@ def test_bad_requests_get_a_json_error(settings, db):
     assert response.status_code == 404 and "not a survey" in response.get_json()["error"]
 
 
+def test_an_invalid_survey_file_is_named_from_the_project_not_the_server(settings, db):
+    path = settings.campaigns_dir / "order-survey.toml"
+    path.write_text(path.read_text().replace('kind = "post_purchase_survey"', 'kind = "post_purchase_survey"\nbogus = 1'))
+    response = _logged_in(settings, db).get("/admin/surveys/order-survey/results.json")
+    error = response.get_json()["error"]
+    assert response.status_code == 409 and error.startswith("campaigns/order-survey.toml:")
+    assert str(settings.root) not in error and "bogus" in error
+
+
 def _logged_in(settings, db):
     # An app on the survey tests' clock, with a viewer logged in: reading results needs no more.
     client = create_app(settings=settings, engine=db, clock=FixedClock(NOW), testing=True).test_client()
