@@ -68,8 +68,8 @@ class ContactHandler:
         self.clock = clock
         self.allow_resubscribe = allow_resubscribe
         self._parsers = {
-            "first_name": lambda v: fields.bounded(v, column="first_name", max_length=200),
-            "last_name": lambda v: fields.bounded(v, column="last_name", max_length=200),
+            "first_name": lambda v: fields.single_line(v, column="first_name", max_length=200),
+            "last_name": lambda v: fields.single_line(v, column="last_name", max_length=200),
             "country": fields.country,
             "language": fields.language,
             "timezone": fields.timezone_name,

@@ -73,7 +73,9 @@ def email(value: Any) -> tuple[str, str]:
     if quick is not None:
         return quick, quick.lower()
     try:
-        normalised = validate_email(raw, check_deliverability=False).normalized
+        # No SMTPUTF8: an address with non-ASCII before the @ (üser@, ｆｒｉｅｎｄ@) cannot be sent
+        # through most relays and providers, so it is refused here with the reason, not at send time.
+        normalised = validate_email(raw, check_deliverability=False, allow_smtputf8=False).normalized
     except EmailNotValidError as exc:
         raise FieldProblem(f"invalid email {raw!r}: {exc}") from None
     return normalised, normalised.lower()
@@ -228,4 +230,20 @@ def bounded(value: Any, *, column: str, max_length: int) -> str:
     word = text(value)
     if len(word) > max_length:
         raise FieldProblem(f"{column} is longer than {max_length} characters")
+    return word
+
+
+# C0 and C1 controls (CR, LF, NUL, tab ...); bidi embeddings, overrides and isolates, which make
+# "evil.exe" read as "exe.live" or reorder a name in a header; zero-width characters that hide text.
+_NOT_IN_A_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_INVISIBLE = re.compile(r"[\u200b\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
+def single_line(value: Any, *, column: str, max_length: int) -> str:
+    """A one-line text field (a name that goes into a To header): bounded, no controls, no bidi tricks."""
+    word = bounded(value, column=column, max_length=max_length)
+    if _NOT_IN_A_LINE.search(word):
+        raise FieldProblem(f"{column} contains a line break or control character")
+    if _INVISIBLE.search(word):
+        raise FieldProblem(f"{column} contains a right-to-left override or an invisible character")
     return word

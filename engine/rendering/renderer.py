@@ -30,7 +30,8 @@ from .mjml import compile_mjml
 from .protect import JINJA_TAG, Protector, escape_stray_braces
 from .text import html_to_text_template, tidy_text
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Controls, bidi embeddings/overrides/isolates and zero-width characters: none belongs in a subject.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 _UNDEFINED = re.compile(r"^'(?P<name>[^']+)' is undefined|has no (?:attribute|element) '?(?P<attr>[^']+)'?")
 _INCLUDE = re.compile(r"\{%[-+]?\s*(?:include|import|from|extends)\b")
 

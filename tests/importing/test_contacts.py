@@ -33,7 +33,9 @@ def test_fixture_file_imports_with_or_without_bom(db, run_import, tmp_path, name
     assert bjorn.first_name == "Bjørn" and bjorn.status == "subscribed"  # empty status: new contacts subscribe
     assert bjorn.created_at == datetime(2025, 2, 1, 7, 30, tzinfo=timezone.utc)
     claire = contact(db, "claire@example.net")
-    assert claire.last_name == "Martin\n(second line of a quoted field)" and claire.status == "unsubscribed"
+    # A quoted field may span lines (a free-text attribute); a name may not (it goes into the To header).
+    assert claire.attributes == {"plan": "basic\n(second line of a quoted field)"} and claire.last_name == "Martin"
+    assert claire.status == "unsubscribed"
     assert claire.created_at == datetime(2025, 3, 4, 23, 0, tzinfo=timezone.utc)  # a date is local midnight
     assert anna.updated_at == T0
 
@@ -62,7 +64,8 @@ def test_every_contact_rejection_has_its_reason_and_physical_line(db, run_import
     got = {int(r["line"]): r["reason"] for r in rejects}
     assert list(got) == sorted(got)
     assert got[3].startswith("invalid email 'not-an-email'")
-    assert got[4] == "unknown country 'XX' (ISO 3166-1 alpha-2 code expected)"
+    assert got[4] == ("first_name contains a line break or control character; "  # a name goes into the To header
+                      "unknown country 'XX' (ISO 3166-1 alpha-2 code expected)")
     assert got[6] == "unknown language 'xx' (ISO 639-1 code expected)"
     assert got[7].startswith("unknown timezone 'Mars/Base'")
     assert got[8] == "bad status 'maybe' (one of subscribed, unsubscribed)"

@@ -35,3 +35,11 @@ def test_subject_keeps_non_ascii_and_emoji(templates, renderer, context):
     context["contact"]["first_name"] = "Zoë"
     out = renderer.compile("t.mjml", subject="{{ contact.first_name }}, 20% korting 🌷 — tot {{ offer.valid_until|long_date }}").render(context)
     assert out.subject == "Zoë, 20% korting 🌷 — tot 3 April 2027"
+
+
+def test_bidi_overrides_and_zero_width_characters_never_reach_a_subject(templates, renderer, context):
+    """A name (or any value) cannot reorder or hide text in a subject; emoji sequences with ZWJ stay whole."""
+    templates.write("t.mjml", doc(section("<mj-text>x</mj-text>")))
+    context["contact"]["first_name"] = "\u202eAnna\u202c\u200b\u2066\ufeff"
+    out = renderer.compile("t.mjml", subject="{{ contact.first_name }} 👩\u200d👩\u200d👧 {{ offer.percent }}%").render(context)
+    assert out.subject == "Anna 👩\u200d👩\u200d👧 15%"

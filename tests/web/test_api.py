@@ -207,6 +207,18 @@ def test_an_erased_address_is_refused_with_a_field_error(client, db, clock, auth
     assert contact_row(db, "erase.me@example.com") is None and count(db, Contact) == 1
 
 
+@pytest.mark.parametrize("email, body, field, reason", [
+    ("ann@example.com", {"first_name": "Ann\r\nBcc: all@example.com"}, "first_name", "line break or control character"),
+    ("ann@example.com", {"last_name": "\u202etimS"}, "last_name", "right-to-left override or an invisible character"),
+    ("üser2@example.com", {"first_name": "U"}, "email", "Internationalized characters before the @-sign"),
+])
+def test_names_that_break_headers_and_non_ascii_local_parts_are_refused(client, db, auth, email, body, field, reason):
+    response = client.put(f"{API}/contacts/{email}", json=body, headers=auth)
+    assert response.status_code == 422
+    ((got_field, message),) = errors_of(response)
+    assert got_field == field and reason in message and count(db, Contact) == 0
+
+
 @pytest.mark.parametrize("email, body, expected", [
     ("a@example.com", {"fist_name": "A"}, [("fist_name", "unknown field")]),
     ("a@example.com", {"first_name": 5}, [("first_name", "Input should be a valid string")]),
