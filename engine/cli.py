@@ -57,6 +57,14 @@ class ValuemailGroup(click.Group):
         except ValuemailError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own: usage errors and exits, which it prints itself
+        except Exception as exc:  # noqa: BLE001 - the database gone, a bug: one line, the traceback with -v
+            if ctx.params.get("verbose"):
+                raise
+            first_line = (str(exc) or type(exc).__name__).splitlines()[0]  # a database error carries its SQL
+            click.echo(f"error: {type(exc).__name__}: {first_line} (-v shows the traceback)", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=ValuemailGroup)

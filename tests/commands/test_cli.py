@@ -29,3 +29,16 @@ def test_running_one_command_imports_neither_the_web_app_nor_alembic():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_an_unexpected_error_is_one_line_and_the_traceback_comes_with_v(tmp_path, monkeypatch):
+    """Whatever fails that is not ours (here: settings loading made to raise, as a bug would): one line."""
+    def broken(path):
+        raise RuntimeError("the disk said no\nand a second line")
+
+    monkeypatch.setattr("engine.cli.load_settings", broken)
+    quiet = CliRunner().invoke(main, ["segments"])
+    assert quiet.exit_code == 1 and "Traceback" not in quiet.output
+    assert quiet.output == "error: RuntimeError: the disk said no (-v shows the traceback)\n"
+    verbose = CliRunner().invoke(main, ["-v", "segments"])
+    assert verbose.exit_code == 1 and isinstance(verbose.exception, RuntimeError)
