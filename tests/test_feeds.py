@@ -200,16 +200,15 @@ def test_an_http_error_is_a_clear_failure(server):
 
 
 def test_a_slow_server_times_out_quickly(server):
-    started = time.monotonic()
+    # Without the timeout the feed would arrive after 3 s and parse: the error itself is the proof.
     message = _failure(server, Route(RSS, delay=3), timeout=0.5)
-    assert "timed out after 0.5 s" in message and time.monotonic() - started < 2.5
+    assert "timed out after 0.5 s" in message
 
 
 def test_a_body_that_trickles_in_is_cut_off_at_the_overall_deadline(server):
     # Each chunk arrives within the read timeout, but the whole body would take 4 s.
-    started = time.monotonic()
     message = _failure(server, Route(RSS, trickle=0.1, chunk=60), timeout=0.8)
-    assert "timed out" in message and time.monotonic() - started < 2.5
+    assert "timed out after 0.8 s (the body was still arriving)" in message
 
 
 def test_malformed_xml_names_the_line(server):

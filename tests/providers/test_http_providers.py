@@ -220,12 +220,10 @@ def test_server_errors_make_the_provider_unavailable(name, status):
 def test_no_answer_after_the_request_went_out_is_uncertain_and_the_next_send_works(name):
     with stub_for(name) as stub:
         p = provider(name, stub.url, read_timeout=0.5)
-        started = time.monotonic()
-        hung = p.send(message("hang@example.net"))
-        elapsed = time.monotonic() - started
+        hung = p.send(message("hang@example.net"))  # the stub never answers: only the read timeout ends it
         dropped = p.send(message("drop@example.net", delivery=42))
         after = p.send(message("ann@example.net", delivery=43))
-    assert hung.outcome is Outcome.uncertain and not hung.unavailable and elapsed < 3
+    assert hung.outcome is Outcome.uncertain and not hung.unavailable and "read timeout=0.5" in hung.error
     assert dropped.outcome is Outcome.uncertain and not dropped.unavailable
     assert after.outcome is Outcome.sent
     # The stub did receive the whole request both times: the provider may well have sent them.
@@ -251,13 +249,11 @@ def test_a_connect_timeout_is_unavailable(name):
             client.connect_ex(("127.0.0.1", port))
             queued.append(client)
         time.sleep(0.2)
-        started = time.monotonic()
         result = provider(name, f"http://127.0.0.1:{port}", connect_timeout=0.5).send(message())
-        elapsed = time.monotonic() - started
         for client in queued:
             client.close()
     assert result.outcome is Outcome.temporary and result.unavailable
-    assert "ConnectTimeoutError" in result.error and "connect timeout=0.5" in result.error and elapsed < 3
+    assert "ConnectTimeoutError" in result.error and "connect timeout=0.5" in result.error
 
 
 def test_refused_credentials_are_unavailable_and_name_the_variable(name):
