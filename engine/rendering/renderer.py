@@ -88,6 +88,16 @@ class CompiledEmail:
         self._text = body.text
         self._sources = body.sources
         self.tracking = tracking
+        self._mentions: dict[tuple[str, ...], bool] = {}
+
+    def mentions(self, *names: str) -> bool:
+        """Whether the subject or any template file it renders uses one of these names (as a word)."""
+        found = self._mentions.get(names)
+        if found is None:
+            word = re.compile(r"\b(?:" + "|".join(map(re.escape, names)) + r")\b")
+            found = any(word.search(text) for text in (self.subject_source, *self._sources.values()))
+            self._mentions[names] = found
+        return found
 
     def render(self, context: dict[str, Any]) -> RenderedEmail:
         """Subject, HTML and plain text for one recipient; a template fault raises RenderError."""

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from ..campaigns import CampaignDefinition
 from ..campaigns.kinds import Recipient
 from ..config import Settings
+from ..errors import RenderError
 from ..providers import OutgoingMessage
 from ..rendering.links import TRACKING
 from ..rendering.strings import FALLBACK, Strings
@@ -114,6 +115,13 @@ class Composer:
                                                              variant=f"{self.campaign.id}:{segment}",
                                                              tracking=self.tracking is not None)
         return self._compiled[segment]
+
+    def reads_contact_stats(self, segment: str) -> bool:
+        """Whether the variant's templates show `contact.ltv` or `contact.orders_count` (else they need not be read)."""
+        try:
+            return self.compiled(segment).mentions("ltv", "orders_count")
+        except RenderError:
+            return True  # a template that does not compile: the render stage fails its messages with the reason
 
     def message_id(self, delivery_id: int) -> str:
         """Stable per delivery, so a resend after a crash carries the same Message-ID."""

@@ -331,7 +331,10 @@ class Sender:
                     for r in rows]
             skips = self._unsendable(session, rows, now, kind=campaign.kind_name)
             rows = [r for r in rows if r[0] not in skips]
-            stats = ltv.stats_for_contacts(session, [r[4].id for r in rows], now=now, settings=self.settings)
+            # LTV is one aggregate query over every order of the batch's contacts: only when shown.
+            stats = {}
+            if any(state.composer.reads_contact_stats(segment) for segment in {r[2] for r in rows}):
+                stats = ltv.stats_for_contacts(session, [r[4].id for r in rows], now=now, settings=self.settings)
             items = []
             for delivery_id, email, segment, data, contact, _, _, attempts in rows:
                 stat = stats.get(contact.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from sqlalchemy import select
@@ -9,14 +10,14 @@ from sqlmodel import Session
 
 from engine.clock import FixedClock
 from engine.db import session_scope
-from engine.models import Delivery, Run
+from engine.models import Contact, Delivery, Order, Run
 from engine.providers.outbox import OutboxProvider
 from engine.rendering import Renderer
 from engine.runtime import Runtime
 from engine.sending.service import prepare_run
 from engine.sending.worker import RateLimiter, Sender
 from engine.suppression import unsubscribe
-from tests.sending.test_send import SEGMENTS, only_spring_sale
+from tests.sending.test_send import SEGMENTS, only_spring_sale, parse
 from tests.support.data import T0, add_contacts
 
 
@@ -151,3 +152,24 @@ def test_a_run_whose_campaign_no_longer_loads_pauses_and_the_other_runs_go_on(pr
         paused = s.get(Run, broken.run_id)
     assert statuses == {broken.run_id: "queued", good.run_id: "sent"}
     assert paused.status == "paused" and "no longer loads" in paused.pause_reason
+
+
+def test_a_template_that_shows_a_contacts_orders_gets_them(project, settings, db):
+    """LTV and order counts are read per batch only for templates that mention them; this one does."""
+    only_spring_sale(project)
+    path = project / "campaigns" / "spring-sale.toml"
+    path.write_text(path.read_text().replace("{{ contact.first_name or 'Hello' }}",
+                                             "{{ contact.first_name }} ({{ contact.orders_count }} orders)"))
+    add_contacts(db, 2)
+    with session_scope(db) as s:
+        first = s.execute(select(Contact.id).order_by(Contact.id)).scalars().first()
+        for n in range(3):
+            s.add(Order(order_id=f"A-{n}", contact_id=first, placed_at=T0, total_cents=5000, currency="EUR",
+                        status="delivered", updated_at=T0))
+    runtime = Runtime(settings=settings, clock=FixedClock(T0))
+    runtime.__dict__["engine"] = db
+    prepared = prepare_run(runtime, "spring-sale")
+    _sender(settings, db, lambda: OutboxProvider(settings.var_dir / "outbox")).drain([prepared.run_id])
+    counts = sorted(re.search(r"\((\d+) orders\)", str(parse(p.read_bytes())["Subject"])).group(1)
+                    for p in (settings.var_dir / "outbox").glob("*.eml"))
+    assert counts == ["0", "3"]
