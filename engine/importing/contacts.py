@@ -44,6 +44,8 @@ ERASED_REASON = "email: this address was erased at its owner's request and canno
 _contacts = Contact.__table__
 _tags = ContactTag.__table__
 # Columns compared to decide "unchanged" and written on insert or update.
+#: Characters of one custom attribute's value (a note, a plan name; well under the API's 64 KiB per contact).
+MAX_ATTRIBUTE_LENGTH = 20_000
 _STORED = ("email", "first_name", "last_name", "country", "language", "timezone", "status", "attributes", "created_at")
 
 
@@ -106,7 +108,10 @@ class ContactHandler:
                 tags = parse_tags(src["tags"])
             except FieldProblem as problem:
                 problems.append(str(problem))
-        attributes = _attributes(src)
+        try:
+            attributes = _attributes(src)
+        except FieldProblem as problem:
+            problems.append(str(problem))
         if problems:
             return None, problems
         return ContactRecord(row, key, email, values, status, tags, attributes), []
@@ -205,15 +210,18 @@ def parse_tags(value: Any) -> frozenset[str]:
 
 
 def _attributes(src: Mapping[str, Any]) -> dict[str, str]:
-    """Custom attributes: every non-empty cell outside the known columns, as a string."""
+    """Custom attributes: every non-empty cell outside the known columns, as normalised free text."""
     attributes: dict[str, str] = {}
+    cells = []
     for name, value in src.items():
         if name in COLUMNS:
             continue
-        if name == "attributes" and isinstance(value, Mapping):
-            attributes.update({str(k): fields.text(v) for k, v in value.items() if fields.text(v)})
-            continue
-        cell = fields.text(value)
+        if name == "attributes" and isinstance(value, Mapping):  # the API's attributes object
+            cells.extend(value.items())
+        else:
+            cells.append((name, value))
+    for name, value in cells:
+        cell = fields.free_text(value, column=str(name), max_length=MAX_ATTRIBUTE_LENGTH)
         if cell:
             attributes[str(name)] = cell
     return attributes

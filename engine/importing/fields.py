@@ -239,6 +239,21 @@ _NOT_IN_A_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _INVISIBLE = re.compile(r"[\u200b\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 
 
+_NOT_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # controls but tab and line breaks
+
+
+def free_text(value: Any, *, column: str, max_length: int) -> str:
+    """Free text (a custom attribute, a note): line breaks made LF, other controls and bidi or
+    zero-width characters dropped, bounded in length."""
+    word = text(value)
+    if "\r" in word:
+        word = word.replace("\r\n", "\n").replace("\r", "\n")
+    word = _INVISIBLE.sub("", _NOT_IN_TEXT.sub("", word))
+    if len(word) > max_length:
+        raise FieldProblem(f"{column} is longer than {max_length:,} characters")
+    return word
+
+
 def single_line(value: Any, *, column: str, max_length: int) -> str:
     """A one-line text field (a name that goes into a To header): bounded, no controls, no bidi tricks."""
     word = bounded(value, column=column, max_length=max_length)

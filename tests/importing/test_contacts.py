@@ -219,3 +219,14 @@ def test_a_fixed_rejects_file_imports_as_it_is(db, run_import, tmp_path):
     # Still bad: the new rejects file has the original columns once, not line/reason twice.
     still = run_import("contacts", write_csv(tmp_path / "still.csv", outcome.rejects_path.read_text()))
     assert list(read_rejects(still.rejects_path)[0]) == ["line", "reason", "email", "country", "plan"]
+
+
+def test_custom_attributes_are_free_text_normalised_and_bounded(db, run_import, tmp_path):
+    path = write_csv(tmp_path / "notes.csv", "email,note\n"
+                     'ok@example.com,"line one\r\nline two\u202e\u200b\x1b"\n'
+                     f"long@example.com,{'n' * 20_001}\n")
+    outcome = run_import("contacts", path)
+    assert (outcome.result.inserted, outcome.result.rejected) == (1, 1)
+    assert contact(db, "ok@example.com").attributes == {"note": "line one\nline two"}
+    (reject,) = read_rejects(outcome.rejects_path)
+    assert reject["reason"] == "note is longer than 20,000 characters"

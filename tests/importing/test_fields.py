@@ -156,3 +156,9 @@ def test_currency_margin_json():
     assert problem(fields.json_object, "[1]") == "data is not a JSON object (got list)"
     assert problem(fields.json_object, "{oops").startswith("data is not valid JSON")
     assert "cannot be stored as JSON" in problem(fields.json_object, '{"a": NaN}')
+
+
+def test_free_text_keeps_line_breaks_and_drops_what_cannot_be_seen():
+    assert fields.free_text(" a\r\nb\rc\td\x1b\x85e\u202ef\u200bg ", column="note", max_length=100) == "a\nb\nc\tdefg"
+    assert problem(lambda v: fields.free_text(v, column="note", max_length=5), "abcdef") == \
+        "note is longer than 5 characters"
