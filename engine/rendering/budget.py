@@ -45,7 +45,10 @@ _current: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("value
 
 
 class limits:  # noqa: N801 - used as a function: `with limits():`
-    """Renders inside this block share one budget of iterations and time (MAX_SECONDS by default)."""
+    """Renders inside this block share one budget of iterations and time (MAX_SECONDS by default).
+
+    Inside another `limits` block the outer budget goes on (an admin page's previews share one).
+    """
 
     __slots__ = ("_seconds", "_token")
 
@@ -53,10 +56,11 @@ class limits:  # noqa: N801 - used as a function: `with limits():`
         self._seconds = MAX_SECONDS if seconds is None else seconds
 
     def __enter__(self) -> None:
-        self._token = _current.set(_Budget(self._seconds))
+        self._token = None if _current.get() is not None else _current.set(_Budget(self._seconds))
 
     def __exit__(self, *exc) -> None:
-        _current.reset(self._token)
+        if self._token is not None:
+            _current.reset(self._token)
 
 
 def tick() -> str:

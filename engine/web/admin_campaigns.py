@@ -16,6 +16,7 @@ from ..db import read_only
 from ..errors import InvalidFile, NotFound, Problem
 from ..models import OPEN_RUN_STATUSES, Delivery, Run, RunStatus
 from ..previews import render_previews
+from ..rendering import budget
 from ..runtime import Runtime
 from ..scheduler.cron import next_fire_time
 from ..segments import Segments, load_segments
@@ -103,7 +104,8 @@ def campaign_detail(campaign_id: str):
     previews, preview_error = [], None
     if row.definition is not None and segments is not None:
         try:
-            previews = render_previews(_runtime(), segments, row.definition, list(row.definition.segments))
+            with budget.limits():  # every variant's preview together: a GET never holds a web thread longer
+                previews = render_previews(_runtime(), segments, row.definition, list(row.definition.segments))
         except (InvalidFile, NotFound) as exc:
             preview_error = str(exc)
         except Exception as exc:  # noqa: BLE001 - a broken template must not take the whole page down

@@ -83,3 +83,19 @@ def test_the_time_limit_stops_a_slow_loop(renderer, templates, context, monkeypa
     monkeypatch.setattr(budget, "MAX_SECONDS", -1.0)  # every check finds the time up
     message = refused(renderer, templates, context, "{% for i in range(5000) %}{{ i }}{% endfor %}")
     assert "the render took longer than" in message
+
+
+def test_renders_inside_an_outer_budget_share_it(renderer, templates, context, monkeypatch):
+    """An admin page renders every variant's preview inside one budget: together they get what one would."""
+    monkeypatch.setattr(budget, "MAX_SECONDS", 3600.0)  # the step limit, whatever the machine's speed
+    # 200,000 steps in the HTML part and as many in the text part: 400,000 a render.
+    templates.write("t.mjml", doc(section("<mj-text>{% for i in range(2) %}{% for j in range(100000) %}{% endfor %}"
+                                          "{% endfor %}</mj-text>")))
+    compiled = renderer.compile("t.mjml", subject="s")
+    compiled.render(context)
+    compiled.render(context)  # alone, each render has its own budget
+    with budget.limits():
+        compiled.render(context)
+        compiled.render(context)
+        with pytest.raises(RenderError, match="more than 1,000,000 loop iterations"):
+            compiled.render(context)
