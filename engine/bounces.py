@@ -16,13 +16,11 @@ from datetime import datetime, timedelta
 from typing import Iterable
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
 from .clock import Clock
 from .config import WebhookSettings
-from .db import is_postgres
+from .db import is_postgres, upsert_insert
 from .models import Delivery, DeliveryEvent, DeliveryEventType, SuppressionReason, WebhookNonce
 from .suppression import email_key, unsubscribe
 from .webhooks.base import BounceKind, EventType, WebhookEvent
@@ -122,9 +120,8 @@ def claim_nonce(session: Session, *, provider: str, nonce: str, now: datetime) -
     """Remember `nonce` for `provider`; False when it was seen before (a replay or a repeated event)."""
     if len(nonce) > MAX_NONCE:
         nonce = "sha256:" + hashlib.sha256(nonce.encode("utf-8")).hexdigest()
-    insert = pg_insert if is_postgres(session) else sqlite_insert
     # ON CONFLICT DO NOTHING: two deliveries of one event racing each other record it once.
-    stmt = (insert(WebhookNonce.__table__).values(provider=provider, nonce=nonce, seen_at=now)
+    stmt = (upsert_insert(session, WebhookNonce).values(provider=provider, nonce=nonce, seen_at=now)
             .on_conflict_do_nothing(index_elements=["provider", "nonce"])
             .returning(WebhookNonce.__table__.c.nonce))
     return session.execute(stmt).first() is not None

@@ -33,9 +33,9 @@ from zoneinfo import ZoneInfo
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeSerializer, URLSafeTimedSerializer
 from sqlalchemy import delete, exists, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
+from .db import upsert_insert
 from .errors import NotFound, ValuemailError
 from .models import (TRANSACTIONAL_ONLY, TRANSACTIONAL_STATUSES, Campaign, Contact, ContactStatus, Delivery,
                      DeliveryStatus, Event, Order, Run, RunStatus, Suppression)
@@ -114,7 +114,7 @@ def open_contest(session: Session, campaign_id: str, *, now: datetime) -> Contes
     """Fix the contest's secret seed and its commitment, once; later calls return the same row."""
     seed = secrets.token_hex(32)
     # Insert-or-ignore, so that concurrent openers agree on the first seed and nobody rewrites it.
-    stmt = _insert(session, ContestRow).values(campaign_id=campaign_id, seed=seed, seed_hash=commitment_of(seed),
+    stmt = upsert_insert(session, ContestRow).values(campaign_id=campaign_id, seed=seed, seed_hash=commitment_of(seed),
                                               opened_at=now, winners=[])
     session.execute(stmt.on_conflict_do_nothing(index_elements=["campaign_id"]))
     return get_contest(session, campaign_id)
@@ -180,7 +180,7 @@ def enter(session: Session, campaign_id: str, contact_id: int, *, rules: Contest
         raise EntryRefused("unavailable", "This address no longer receives our mail, so it cannot take part.")
     if referred_by is not None and session.get(Contact, referred_by) is None:
         referred_by = None  # the referrer was erased since sharing: the friend still enters
-    stmt = _insert(session, ContestEntry).values(campaign_id=campaign_id, contact_id=contact_id,
+    stmt = upsert_insert(session, ContestEntry).values(campaign_id=campaign_id, contact_id=contact_id,
                                                  referred_by=referred_by, entered_at=now)
     created = session.execute(stmt.on_conflict_do_nothing(index_elements=["campaign_id", "contact_id"])
                               .returning(ContestEntry.id)).scalar() is not None
@@ -562,7 +562,7 @@ def contact_by_email(session: Session, email: str, *, for_update: bool = False) 
 
 def _create_contact(session: Session, email: str, *, status: str, language: str | None, now: datetime) -> Contact:
     """The contact for `email`, inserted unless a concurrent request did so first; locked."""
-    stmt = _insert(session, Contact).values(email=email.strip(), email_key=email_key(email), status=status,
+    stmt = upsert_insert(session, Contact).values(email=email.strip(), email_key=email_key(email), status=status,
                                            language=language, attributes={}, first_name="", last_name="",
                                            created_at=now, updated_at=now)
     session.execute(stmt.on_conflict_do_nothing(index_elements=["email_key"]))
@@ -657,7 +657,7 @@ def confirm_entry(session: Session, confirmation: Confirmation, *, rules: Contes
         contact.status = ContactStatus.subscribed.value
         contact.updated_at = now
         session.add(contact)
-        session.execute(_insert(session, Event).values(
+        session.execute(upsert_insert(session, Event).values(
             contact_id=contact.id, type=CONSENT_EVENT, occurred_at=now,
             data={"source": "contest confirmation", "campaign": campaign_id},
         ).on_conflict_do_nothing(index_elements=["contact_id", "type", "occurred_at"]))
@@ -863,10 +863,6 @@ def _invitation_segments(session: Session, campaign_id: str, contact_ids: Sequen
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-def _insert(session: Session, table):
-    return (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(table)
-
 
 def _iso(value: datetime) -> str:
     return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")

@@ -9,10 +9,9 @@ from decimal import Decimal
 from typing import Sequence
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-from .db import among
+from .db import among, upsert_insert
 from .errors import InvalidFile, NotFound, ValuemailError
 from .models import Campaign, Coupon, Delivery, Run
 
@@ -64,7 +63,6 @@ def issue(session: Session, *, campaign_id: str, contact_ids: Sequence[int], pre
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         session.execute(select(Campaign.id).where(Campaign.id == campaign_id).with_for_update())
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     for _ in range(5):
         existing = dict(session.execute(select(Coupon.contact_id, Coupon.code).where(
             Coupon.campaign_id == campaign_id, among(Coupon.contact_id, contact_ids))).all())
@@ -78,7 +76,7 @@ def issue(session: Session, *, campaign_id: str, contact_ids: Sequence[int], pre
                 for c, code in zip(missing, generate_codes(len(missing), prefix))]
         # A code collision (astronomically rare) just leaves that row out; the loop issues it again.
         # An executemany of one statement, compiled once, not a VALUES list compiled per batch size.
-        session.execute(insert(Coupon.__table__).on_conflict_do_nothing(), rows)
+        session.execute(upsert_insert(session, Coupon).on_conflict_do_nothing(), rows)
     raise RuntimeError("could not issue unique coupon codes")
 
 

@@ -6,12 +6,10 @@ import hashlib
 from dataclasses import dataclass
 
 from sqlalchemy import update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
 from .clock import Clock
-from .db import is_postgres
+from .db import upsert_insert
 from .errors import NotFound
 from .models import Contact, ContactStatus, Delivery, DeliveryStatus, Run, Suppression, SuppressionReason
 
@@ -115,9 +113,8 @@ def is_suppressed(session: Session, email_key_: str) -> bool:
 def _insert_suppression(session: Session, *, key: str, reason: str, note: str, now) -> bool:
     # ON CONFLICT DO NOTHING rather than select-then-insert: mail clients fire the one-click
     # POST more than once, sometimes concurrently, and the first reason recorded wins.
-    insert = pg_insert if is_postgres(session) else sqlite_insert
     stmt = (
-        insert(Suppression.__table__)
+        upsert_insert(session, Suppression)
         .values(email_key=key, reason=reason, note=note, created_at=now)
         .on_conflict_do_nothing(index_elements=["email_key"])
         .returning(Suppression.__table__.c.id)

@@ -34,12 +34,10 @@ from datetime import datetime
 
 from markupsafe import Markup, escape
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from .db import is_postgres
+from .db import upsert_insert
 from .errors import NotFound
 from .models import Delivery, DeliveryEvent, DeliveryEventType, Link, LinkClick, Run
 from .rendering import RenderedEmail
@@ -65,7 +63,7 @@ class LinkRegistry:
         self._cache_size = cache_size
         self._lock = threading.Lock()
         table = Link.__table__
-        insert = (pg_insert if is_postgres(engine) else sqlite_insert)(table)
+        insert = upsert_insert(engine, table)
         # Insert, or (another worker got there first, or the cache started over) touch the existing
         # row, so that RETURNING gives the id either way: one statement per message, not two.
         self._upsert = (insert.on_conflict_do_update(index_elements=["run_id", "url"],
@@ -227,9 +225,8 @@ def record_click(session: Session, *, delivery_id: int, link_id: int, now: datet
     run = session.get(Run, delivery.run_id)
     if not count or run is None or run.is_test:
         return Click(url=link.url, counted=False)
-    insert = pg_insert if is_postgres(session) else sqlite_insert
     first_of_link = session.execute(
-        insert(LinkClick.__table__)
+        upsert_insert(session, LinkClick)
         .values(delivery_id=delivery_id, link_id=link_id, first_at=now, last_at=now, count=1)
         .on_conflict_do_nothing(index_elements=["delivery_id", "link_id"])
         .returning(LinkClick.__table__.c.link_id)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from ..db import upsert_insert
 from ..models import Lease
 
 
@@ -20,7 +20,7 @@ def acquire(engine: Engine, name: str, holder: str, *, now: datetime, ttl_second
         ).values(holder=holder, expires_at=expires)).rowcount
         if renewed:
             return True
-        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(Lease)
+        insert = upsert_insert(conn, Lease)
         created = conn.execute(insert.values(name=name, holder=holder, expires_at=expires)
                                .on_conflict_do_nothing(index_elements=["name"]).returning(Lease.name)).first()
         return created is not None

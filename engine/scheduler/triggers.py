@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..campaigns import CampaignDefinition
 from ..campaigns.kinds import KindContext
-from ..db import session_scope
+from ..db import session_scope, upsert_insert
 from ..models import Contact, Delivery, DeliveryStatus, Run, RunStatus, TriggerSend
 from ..runtime import Runtime
 from ..segments import Segments, membership_query
@@ -47,17 +46,16 @@ def start_triggered(runtime: Runtime, campaign: CampaignDefinition, segments: Se
         run, created = ledger.create_run(session, campaign, occurrence_at=at, now=at)
         emails = dict(session.execute(select(Contact.id, Contact.email).where(
             Contact.id.in_([d.contact_id for d in chosen]))).all())
-        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
         added = 0
         for due in chosen:
-            key_taken = session.execute(insert(TriggerSend).values(
+            key_taken = session.execute(upsert_insert(session, TriggerSend).values(
                 campaign_id=campaign.id, trigger_key=due.key, contact_id=due.contact_id, run_id=run.id,
                 due_at=due.due_at, created_at=at,
             ).on_conflict_do_nothing(index_elements=["campaign_id", "trigger_key"]).returning(TriggerSend.id)).first()
             if key_taken is None:
                 continue  # sent by an earlier tick
             email = emails[due.contact_id]
-            delivered = session.execute(insert(Delivery).values(
+            delivered = session.execute(upsert_insert(session, Delivery).values(
                 run_id=run.id, contact_id=due.contact_id, email=email, segment=segment_of[due.contact_id],
                 status=DeliveryStatus.queued.value, attempts=0, data=due.data, created_at=at, updated_at=at,
             ).on_conflict_do_nothing(index_elements=["run_id", "contact_id"]).returning(Delivery.id)).first()
