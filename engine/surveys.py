@@ -28,7 +28,9 @@ QUESTION_TYPES = ("nps", "rating", "choice", "text")
 SCALES = {"nps": tuple(range(0, 11)), "rating": tuple(range(1, 6))}
 MAX_TEXT = 4000
 PERIODS = ("month", "quarter")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Controls but tab and line breaks, C1 controls, bidi embeddings/overrides/isolates and zero-width
+# characters: nothing a customer means to type, and bidi tricks would reorder the text on the admin page.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 
 
 class SurveyError(ValuemailError):

@@ -74,6 +74,7 @@ def count(db, model) -> int:
     ("why", "delivery-speed", (None, "Delivery speed")), ("why", "Eco-friendly", (None, "Eco-friendly")),
     ("improve", "  Faster please ", (None, "Faster please")), ("improve", "   ", (None, None)),
     ("improve", "a\x00b\x1bc\nd\te", (None, "abc\nd\te")), ("improve", "\x00", (None, None)),
+    ("improve", "good\u202e \u200bservice\x85", (None, "good service")),
 ])
 def test_answers_are_parsed_by_question_type(key, raw, stored):
     assert surveys.parse_answer(surveys.find_question(SURVEY, key), raw) == stored
