@@ -22,6 +22,7 @@ from .db import upsert_insert
 from .errors import ValuemailError
 from .models import Delivery, Order, Run, SurveyAnswer, SurveyResponse
 from .tokens import TokenSigner
+from .unsafe_chars import CONTROLS_BUT_TAB_AND_LINE_BREAKS, INVISIBLE
 
 QUESTION_TYPES = ("nps", "rating", "choice", "text")
 #: The values a scale question accepts; these and choice questions can be answered with one click.
@@ -30,7 +31,7 @@ MAX_TEXT = 4000
 PERIODS = ("month", "quarter")
 # Controls but tab and line breaks, C1 controls, bidi embeddings/overrides/isolates and zero-width
 # characters: nothing a customer means to type, and bidi tricks would reorder the text on the admin page.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_CONTROL = re.compile(f"[{CONTROLS_BUT_TAB_AND_LINE_BREAKS}{INVISIBLE}]")
 
 
 class SurveyError(ValuemailError):

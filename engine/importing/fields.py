@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
+from ..unsafe_chars import CONTROLS, CONTROLS_BUT_TAB_AND_LINE_BREAKS, INVISIBLE
 from .errors import FieldProblem
 
 MAX_CENTS = 10**15  # far above any real order, far below BIGINT overflow
@@ -233,13 +234,12 @@ def bounded(value: Any, *, column: str, max_length: int) -> str:
     return word
 
 
-# C0 and C1 controls (CR, LF, NUL, tab ...); bidi embeddings, overrides and isolates, which make
-# "evil.exe" read as "exe.live" or reorder a name in a header; zero-width characters that hide text.
-_NOT_IN_A_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_INVISIBLE = re.compile(r"[\u200b\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+# What a one-line field refuses and free text drops (engine.unsafe_chars says what each class holds).
+_NOT_IN_A_LINE = re.compile(f"[{CONTROLS}]")
+_INVISIBLE = re.compile(f"[{INVISIBLE}]")
 
 
-_NOT_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # controls but tab and line breaks
+_NOT_IN_TEXT = re.compile(f"[{CONTROLS_BUT_TAB_AND_LINE_BREAKS}]")
 
 
 def free_text(value: Any, *, column: str, max_length: int) -> str:

@@ -21,6 +21,7 @@ from jinja2.sandbox import SecurityError
 from markupsafe import escape
 
 from ..errors import Problem, RenderError
+from ..unsafe_chars import CONTROLS, INVISIBLE
 from . import budget
 from .faults import TemplateFault
 from .files import TemplateFiles
@@ -31,7 +32,7 @@ from .protect import JINJA_TAG, Protector, escape_stray_braces
 from .text import html_to_text_template, tidy_text
 
 # Controls, bidi embeddings/overrides/isolates and zero-width characters: none belongs in a subject.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_CONTROL = re.compile(f"[{CONTROLS}{INVISIBLE}]")
 _UNDEFINED = re.compile(r"^'(?P<name>[^']+)' is undefined|has no (?:attribute|element) '?(?P<attr>[^']+)'?")
 _INCLUDE = re.compile(r"\{%[-+]?\s*(?:include|import|from|extends)\b")
 

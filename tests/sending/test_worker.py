@@ -17,13 +17,25 @@ from engine.runtime import Runtime
 from engine.sending.service import prepare_run
 from engine.sending.worker import RateLimiter, Sender
 from engine.suppression import unsubscribe
-from tests.sending.test_send import SEGMENTS, only_spring_sale, parse
+from tests.sending.test_send import only_spring_sale, parse
 from tests.support.data import T0, add_contacts
 
 
 def _sender(settings, db, provider_factory):
     return Sender(engine=db, settings=settings, clock=FixedClock(T0), provider_factory=provider_factory,
                   renderer=Renderer(settings.templates_dir))
+
+
+def _runtime(settings, db) -> Runtime:
+    runtime = Runtime(settings=settings, clock=FixedClock(T0))
+    runtime.__dict__["engine"] = db
+    return runtime
+
+
+def _send_spring_sale(settings, db) -> None:
+    """Start the spring sale's run and drain it to the outbox."""
+    prepared = prepare_run(_runtime(settings, db), "spring-sale")
+    _sender(settings, db, lambda: OutboxProvider(settings.var_dir / "outbox")).drain([prepared.run_id])
 
 
 def _unsubscribe(db, email):
@@ -37,9 +49,7 @@ def test_an_unsubscribe_stops_the_contacts_mail_within_one_batch(project, settin
     """The window is the batch in flight: the next batch is checked again just before it goes out."""
     only_spring_sale(project)
     add_contacts(db, 5)
-    runtime = Runtime(settings=settings, clock=FixedClock(T0))
-    runtime.__dict__["engine"] = db
-    prepared = prepare_run(runtime, "spring-sale")
+    prepared = prepare_run(_runtime(settings, db), "spring-sale")
     batches: list[list[str]] = []
 
     class Unsubscribing(OutboxProvider):
@@ -68,10 +78,7 @@ def test_a_contact_whose_data_breaks_the_template_fails_alone(project, settings,
     path.write_text(path.read_text().replace("{{ contact.first_name or 'Hello' }}", "{{ contact.attributes.nickname }}"))
     add_contacts(db, 2)
     add_contacts(db, 2, start=10, attributes={"nickname": "Kiki"})
-    runtime = Runtime(settings=settings, clock=FixedClock(T0))
-    runtime.__dict__["engine"] = db
-    prepared = prepare_run(runtime, "spring-sale")
-    _sender(settings, db, lambda: OutboxProvider(settings.var_dir / "outbox")).drain([prepared.run_id])
+    _send_spring_sale(settings, db)
     with Session(db) as s:
         rows = dict(s.execute(select(Delivery.email, Delivery.status)).all())
         error = s.execute(select(Delivery.last_error).where(Delivery.email == "user0@example.com")).scalar()
@@ -92,8 +99,7 @@ def test_the_rate_limiter_spaces_messages():
 def test_a_second_manual_send_at_the_same_instant_is_a_new_occurrence(project, settings, db):
     only_spring_sale(project)
     add_contacts(db, 2)
-    runtime = Runtime(settings=settings, clock=FixedClock(T0))  # both sends see the very same instant
-    runtime.__dict__["engine"] = db
+    runtime = _runtime(settings, db)  # both sends see the very same instant
     first = prepare_run(runtime, "spring-sale")
     _sender(settings, db, lambda: OutboxProvider(settings.var_dir / "outbox")).drain([first.run_id])
     again = prepare_run(runtime, "spring-sale", again=True)
@@ -105,10 +111,7 @@ def test_a_contact_whose_name_cannot_be_a_header_fails_alone(project, settings, 
     only_spring_sale(project)
     add_contacts(db, 2)
     add_contacts(db, 1, start=10, first_name="Ann\r\nBcc: everyone@example.com")
-    runtime = Runtime(settings=settings, clock=FixedClock(T0))
-    runtime.__dict__["engine"] = db
-    prepared = prepare_run(runtime, "spring-sale")
-    _sender(settings, db, lambda: OutboxProvider(settings.var_dir / "outbox")).drain([prepared.run_id])
+    _send_spring_sale(settings, db)
     with Session(db) as s:
         rows = dict(s.execute(select(Delivery.email, Delivery.status)).all())
     assert rows == {"user0@example.com": "sent", "user1@example.com": "sent", "user10@example.com": "failed"}
@@ -123,10 +126,7 @@ def test_a_contact_whose_data_makes_the_template_raise_anything_fails_alone(proj
                                              "{{ contact.attributes.visits + 1 }} visits"))
     add_contacts(db, 2, attributes={"visits": 4})
     add_contacts(db, 1, start=10, attributes={"visits": "many"})  # "many" + 1: a TypeError in the sandbox
-    runtime = Runtime(settings=settings, clock=FixedClock(T0))
-    runtime.__dict__["engine"] = db
-    prepared = prepare_run(runtime, "spring-sale")
-    _sender(settings, db, lambda: OutboxProvider(settings.var_dir / "outbox")).drain([prepared.run_id])
+    _send_spring_sale(settings, db)
     with Session(db) as s:
         rows = dict(s.execute(select(Delivery.email, Delivery.status)).all())
         error = s.execute(select(Delivery.last_error).where(Delivery.email == "user10@example.com")).scalar()
@@ -139,8 +139,7 @@ def test_a_run_whose_campaign_no_longer_loads_pauses_and_the_other_runs_go_on(pr
     campaigns = project / "campaigns"
     (campaigns / "autumn-sale.toml").write_text((campaigns / "spring-sale.toml").read_text())
     add_contacts(db, 2)
-    runtime = Runtime(settings=settings, clock=FixedClock(T0))
-    runtime.__dict__["engine"] = db
+    runtime = _runtime(settings, db)
     broken, good = prepare_run(runtime, "spring-sale"), prepare_run(runtime, "autumn-sale")
     with session_scope(db) as s:  # as if its template file had been deleted since
         run = s.get(Run, broken.run_id)
@@ -166,10 +165,7 @@ def test_a_template_that_shows_a_contacts_orders_gets_them(project, settings, db
         for n in range(3):
             s.add(Order(order_id=f"A-{n}", contact_id=first, placed_at=T0, total_cents=5000, currency="EUR",
                         status="delivered", updated_at=T0))
-    runtime = Runtime(settings=settings, clock=FixedClock(T0))
-    runtime.__dict__["engine"] = db
-    prepared = prepare_run(runtime, "spring-sale")
-    _sender(settings, db, lambda: OutboxProvider(settings.var_dir / "outbox")).drain([prepared.run_id])
+    _send_spring_sale(settings, db)
     counts = sorted(re.search(r"\((\d+) orders\)", str(parse(p.read_bytes())["Subject"])).group(1)
                     for p in (settings.var_dir / "outbox").glob("*.eml"))
     assert counts == ["0", "3"]
