@@ -104,7 +104,7 @@ def send_round(runtime, sender) -> bool:
     try:
         run_ids = refill_unfinished(runtime)
         if run_ids:
-            helpers = start_helpers(runtime, run_ids, on_outcome=lambda *_: None)
+            helpers = start_helpers(runtime, run_ids, on_outcome=lambda *_: None)  # new interpreters: threads run here
             drain(runtime, run_ids, sender=sender, helpers=helpers, wait=False)
     except Exception as exc:  # noqa: BLE001 - logged; the next round tries again
         first_line = (str(exc) or type(exc).__name__).splitlines()[0]  # a database error carries its SQL

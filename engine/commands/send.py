@@ -56,7 +56,9 @@ class Tally:
 def start_helpers(runtime: Runtime, run_ids: list[int], *, on_outcome) -> Helpers | None:
     """Helper processes for a drain of the runs, if they have enough work; None if not.
 
-    `on_outcome(run_id, status, count)` hears what they send (see engine.sending.helpers).
+    Call it before this process starts threads of its own (a progress bar, a pool), so the
+    helpers can be forks of it (see engine.sending.helpers). `on_outcome(run_id, status, count)`
+    hears what they send.
     """
     with Session(runtime.engine) as session:
         queued = ledger.due_count(session, run_ids, now=runtime.clock.now())
@@ -93,7 +95,7 @@ def _drain_with_progress(runtime: Runtime, run_ids: list[int], total: int, label
     with Session(runtime.engine) as session:
         done = sum(n for status, n in ledger.counts(session, run_ids[0]).items() if status in ("sent", "failed", "skipped", "uncertain"))
     tally = Tally(progress, progress.add_task(label, total=total, completed=done))
-    helpers = start_helpers(runtime, run_ids, on_outcome=tally.add)
+    helpers = start_helpers(runtime, run_ids, on_outcome=tally.add)  # before the bar's refresh thread
     with progress:
         drain(runtime, run_ids, sender=make_sender(runtime, on_outcome=tally), helpers=helpers, wait=wait)
     return tally
